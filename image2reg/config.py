@@ -1,0 +1,324 @@
+"""Params files -> validated objects.
+
+One YAML file per dataset (``params/<dataset>.yml``) names the stages to run, the number of folds
+and every parameter of every stage. Fold-level overrides (``fold_overrides: {k: {stage: {...}}}``)
+change a few keys for one fold without copying the file.
+
+Everything is checked before anything runs: an unknown key, a missing key, a wrong type or a
+duplicated key is a :class:`ParamsError` naming the file, the line and the key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from image2reg.stages import STAGES, stage_by_name
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message names file, line and key."""
+
+
+class StrictModel(BaseModel):
+    """Base for every params block: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 00: data
+# --------------------------------------------------------------------------------------------
+class SyntheticScreenParams(StrictModel):
+    """Layout and effect sizes of the synthetic perturbation screen (see image2reg.data.synthetic)."""
+
+    n_strong: int = Field(ge=1, description="genes with a strong effect on nuclear morphology")
+    n_weak: int = Field(ge=0, description="genes with a weak effect")
+    n_none: int = Field(ge=0, description="genes with no effect")
+    strong_effect: tuple[float, float] = Field(description="range of strong effect sizes (cell-noise SD units)")
+    weak_effect: tuple[float, float] = Field(description="range of weak effect sizes (cell-noise SD units)")
+    n_two_allele_genes: int = Field(ge=0, description="genes screened with a second allele (pooled later)")
+    n_plates: int = Field(ge=1)
+    control_wells_per_plate: int = Field(ge=1)
+    sites_per_well: int = Field(ge=1)
+    field_size: int = Field(ge=96, description="height = width of a field of view (px)")
+    nuclei_per_field: float = Field(gt=0, description="mean number of nuclei per field")
+    nucleus_radius: float = Field(gt=3, description="mean nucleus radius of the control (px)")
+    touching_fraction: float = Field(ge=0, le=0.5, description="share of nuclei placed touching a neighbour")
+    well_effect_sd: float = Field(ge=0, description="per-well phenotype offset (cell-noise SD units)")
+    illumination_strength: float = Field(ge=0, lt=1, description="max relative darkening of the plate illumination")
+    blurry_fraction: float = Field(ge=0, le=1)
+    saturated_fraction: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SyntheticScreenParams":
+        for key in ("strong_effect", "weak_effect"):
+            low, high = getattr(self, key)
+            if not 0 <= low <= high:
+                raise ValueError(f"{key} must be [low, high] with 0 <= low <= high, got {[low, high]}")
+        return self
+
+
+class SyntheticParams(StrictModel):
+    """Sizes of the synthetic world: gene universe, interactome, expression and screen."""
+
+    n_genes: int = Field(ge=20)
+    n_modules: int = Field(ge=2)
+    latent_dim: int = Field(ge=2)
+    module_spread: float = Field(gt=0, description="SD of a gene's latent program around its module centre")
+    ppi_p_within: float = Field(gt=0, le=1, description="edge probability inside a module")
+    ppi_p_between: float = Field(ge=0, le=1, description="edge probability between modules")
+    n_hubs: int = Field(ge=0)
+    hub_degree_fraction: float = Field(ge=0, le=1, description="share of all genes each hub touches")
+    n_ppi_only_genes: int = Field(ge=0, description="PPI genes without expression data")
+    n_expression_only_genes: int = Field(ge=0, description="expressed genes absent from the PPI")
+    n_cells: int = Field(ge=10)
+    n_cell_lines: int = Field(ge=3)
+    n_random_gene_sets: int = Field(ge=0)
+    screen: SyntheticScreenParams
+
+
+class DataStageParams(StrictModel):
+    """Stage 00: synthesize the demo world, or check the raw inputs of a real dataset."""
+
+    source: Literal["synthetic", "rohban", "jump"]
+    synthetic: SyntheticParams | None = None
+
+    @model_validator(mode="after")
+    def _synthetic_block(self) -> "DataStageParams":
+        if self.source == "synthetic" and self.synthetic is None:
+            raise ValueError("source 'synthetic' needs a 'synthetic' block")
+        if self.source != "synthetic" and self.synthetic is not None:
+            raise ValueError(f"a 'synthetic' block is only used with source 'synthetic', not '{self.source}'")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# The whole file
+# --------------------------------------------------------------------------------------------
+class StagesParams(StrictModel):
+    """One optional block per stage; a stage runs when its block is present."""
+
+    data: DataStageParams | None = None
+
+
+class RunParams(StrictModel):
+    """A validated params file. Use :func:`load_params` to make one."""
+
+    dataset: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    seed: int = Field(ge=0)
+    folds: int = Field(ge=1, description="k of the k-fold stages; per-fold stages run once per fold")
+    stages: StagesParams
+    fold_overrides: dict[int, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+    # set by load_params, not by the file
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    def stage_names(self) -> list[str]:
+        """Names of the stages this file runs, in run order."""
+        present = {name for name in StagesParams.model_fields if getattr(self.stages, name) is not None}
+        return [stage.name for stage in STAGES if stage.name in present]
+
+    def stage(self, name: str, fold: int | None = None) -> StrictModel:
+        """The params of one stage, with the fold's overrides applied."""
+        block = getattr(self.stages, name, None)
+        if block is None:
+            raise KeyError(f"{self._where()}: stage '{name}' is not configured (stages: {self.stage_names()})")
+        if fold is None or fold not in self.fold_overrides or name not in self.fold_overrides[fold]:
+            return block
+        merged = _deep_merge(block.model_dump(mode="python"), self.fold_overrides[fold][name])
+        return type(block).model_validate(merged)
+
+    def stage_dict(self, name: str, fold: int | None = None) -> dict[str, Any]:
+        """A stage's params as plain JSON-able data (what the manifest hashes)."""
+        return self.stage(name, fold).model_dump(mode="json")
+
+    def fingerprint(self, name: str, fold: int | None = None) -> str:
+        """Hash of everything in the file that a stage's result depends on."""
+        payload = {"dataset": self.dataset, "seed": self.seed, "folds": self.folds,
+                   "fold": fold, "params": self.stage_dict(name, fold)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def _where(self) -> str:
+        return str(self.source_path) if self.source_path else "<params>"
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# --------------------------------------------------------------------------------------------
+# Loading with precise errors
+# --------------------------------------------------------------------------------------------
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ParamsError(
+                    f"line {key_node.start_mark.line + 1}: key '{key}' is given twice "
+                    f"(first on line {seen[key]})"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _key_lines(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map every key path of a YAML document to its 1-based line number."""
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            path = prefix + (key,)
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[prefix + (str(index),)] = item.start_mark.line + 1
+            lines.update(_key_lines(item, prefix + (str(index),)))
+    return lines
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
+    path = tuple(str(part) for part in loc)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return None
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """Keys allowed in the mapping at ``loc`` (for 'did you mean' hints)."""
+    model: type[BaseModel] | None = RunParams
+    for part in loc:
+        if model is None:
+            return []
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+    return sorted(name for name in (model.model_fields if model else {}) if name != "source_path")
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_error(error: dict[str, Any], lines: dict[tuple, int], where: str, prefix: tuple = ()) -> str:
+    loc = prefix + tuple(part for part in error["loc"] if not _is_union_tag(part))
+    line = _line_of(lines, loc)
+    place = f"{where}, line {line}" if line else where
+    key = ".".join(str(part) for part in loc) or "<top level>"
+    kind = error["type"]
+    if kind == "missing":
+        parent = ".".join(str(part) for part in loc[:-1]) or "<top level>"
+        return f"{place}: missing required key '{loc[-1]}' in {parent}"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[len(prefix):-1]) if not prefix else []
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        suggestion = f"; did you mean '{hint[0]}'?" if hint else (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        return f"{place}: unknown key '{key}'{suggestion}"
+    value = error.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+    return f"{place}: {key}: {error['msg']}{shown}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the union member's class name into the location; users never wrote it
+    return isinstance(part, str) and (part[:1].isupper() or part.startswith("function-"))
+
+
+def load_params(path: str | Path) -> RunParams:
+    """Read and validate a params file.
+
+    Parameters
+    ----------
+    path
+        A YAML params file (``params/<dataset>.yml``).
+
+    Returns
+    -------
+    RunParams
+        The validated params, with every fold's overrides checked as well.
+
+    Raises
+    ------
+    ParamsError
+        Naming the file, line and key of every problem found.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    text = path.read_text()
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    except ParamsError as error:
+        raise ParamsError(f"{path}, {error}") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+
+    try:
+        params = RunParams.model_validate(raw)
+    except ValidationError as error:
+        messages = [_format_error(item, lines, str(path)) for item in error.errors()]
+        raise ParamsError("\n".join(messages)) from None
+    params = params.model_copy(update={"source_path": path})
+    _check_fold_overrides(params, lines)
+    return params
+
+
+def _check_fold_overrides(params: RunParams, lines: dict[tuple, int]) -> None:
+    where = str(params.source_path)
+    messages = []
+    for fold, overrides in params.fold_overrides.items():
+        if not 0 <= fold < params.folds:
+            line = _line_of(lines, ("fold_overrides", str(fold)))
+            messages.append(f"{where}, line {line}: fold_overrides.{fold}: fold {fold} is outside 0..{params.folds - 1}")
+            continue
+        for name in overrides:
+            loc = ("fold_overrides", str(fold), name)
+            stage = stage_by_name(name)
+            if stage is None or getattr(params.stages, name, None) is None:
+                messages.append(f"{where}, line {_line_of(lines, loc)}: fold_overrides.{fold}.{name}: "
+                                f"no stage '{name}' in this file (stages: {', '.join(params.stage_names())})")
+            elif not stage.per_fold:
+                messages.append(f"{where}, line {_line_of(lines, loc)}: fold_overrides.{fold}.{name}: "
+                                f"stage '{name}' does not run per fold")
+            else:
+                try:
+                    params.stage(name, fold)
+                except ValidationError as error:
+                    messages.extend(_format_error(item, lines, where, loc) for item in error.errors())
+    if messages:
+        raise ParamsError("\n".join(messages))
+
+
+def params_path_for(dataset: str, root: str | Path) -> Path:
+    """The params file of a dataset: ``<root>/params/<dataset>.yml``."""
+    return Path(root) / "params" / f"{dataset}.yml"

@@ -1,0 +1,108 @@
+"""The raw inputs each dataset needs, and a check that says precisely what is missing.
+
+The same logical inputs exist for every dataset (images + metadata, single-cell and bulk expression,
+an interactome, gene sets, the screened gene list); only file names and sources differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from image2reg.layout import RawLayout
+
+
+@dataclass(frozen=True)
+class RawInput:
+    key: str
+    path: str  # relative to the raw folder
+    what: str
+    source: str
+
+
+_COMMON_OMICS = (
+    RawInput("scrnaseq", "expression/GSE146773_Counts.csv.gz", "FUCCI U2OS single-cell counts (cells × Ensembl genes)",
+             "GEO GSE146773 (Mahdessian et al. 2021), file GSE146773_Counts.csv.gz"),
+    RawInput("bulk_expression", "expression/CCLE_expression.csv", "bulk log2(TPM+1) over cell lines",
+             "DepMap 21Q2, CCLE_expression.csv"),
+    RawInput("bulk_sample_info", "expression/sample_info.csv", "cell-line annotation (stripped_cell_line_name)",
+             "DepMap 21Q2, sample_info.csv"),
+    RawInput("ppi", "ppi/iRefIndex_v14_MIScore_interactome_C9.costs.txt",
+             "protein–protein interactions with costs (protein1, protein2, cost)",
+             "OmicsIntegrator2 example/OI2_pipeline_data (fraenkel-lab), iRefIndex v14 MIScore"),
+    RawInput("genesets", "genesets/h.all.v7.4.symbols.gmt", "MSigDB Hallmark gene sets (GAE node features)",
+             "MSigDB v7.4, h.all.v7.4.symbols.gmt"),
+)
+
+RAW_INPUTS: dict[str, tuple[RawInput, ...]] = {
+    "synthetic": (
+        RawInput("image_metadata", "metadata/images.csv", "per-field metadata (Rohban columns)", "synthesized"),
+        RawInput("scrnaseq", "expression/scrnaseq_counts.h5ad", "single-cell counts", "synthesized"),
+        RawInput("bulk_expression", "expression/bulk_expression.csv", "bulk expression (CCLE layout)", "synthesized"),
+        RawInput("bulk_sample_info", "expression/bulk_sample_info.csv", "cell-line annotation", "synthesized"),
+        RawInput("ppi", "ppi/ppi_costs.tsv", "interactome with costs", "synthesized"),
+        RawInput("genesets", "genesets/genesets.gmt", "gene sets", "synthesized"),
+        RawInput("screen_genes", "genesets/screen_genes.txt", "screened genes", "synthesized"),
+    ),
+    "rohban": (
+        RawInput("image_metadata", "metadata/images.csv",
+                 "per-field metadata of the Hoechst images (Image_Metadata_* columns)",
+                 "Cell Painting Gallery cpg0017-rohban-pathways (or IDR idr0033 database export)"),
+        *_COMMON_OMICS,
+        RawInput("screen_genes", "genesets/screen_genes.txt", "the 190 screened ORF genes, one per line",
+                 "Zenodo 10.5281/zenodo.8415537, target_list/gene_target_list.txt"),
+    ),
+    "jump": (
+        RawInput("image_metadata", "metadata/images.csv", "per-field metadata of the DNA images (normalised)",
+                 "Cell Painting Gallery cpg0016-jump source_4 + jump-cellpainting/datasets metadata"),
+        *_COMMON_OMICS,
+        RawInput("screen_genes", "genesets/screen_genes.txt", "the ORF genes to use (interactome genes in JUMP)",
+                 "written by the Rohban run's interactome stage"),
+    ),
+}
+
+
+class MissingRawInputsError(FileNotFoundError):
+    """Raw inputs of a dataset are missing; the message lists each one with its source."""
+
+
+def check_raw_inputs(raw: RawLayout, source: str) -> pd.DataFrame:
+    """One row per expected raw input: key, path, present, description and where to get it.
+
+    For the image metadata, the images it names (``images/<plate>/<file>``) are checked too.
+    """
+    if source not in RAW_INPUTS:
+        raise KeyError(f"unknown data source '{source}' (known: {', '.join(RAW_INPUTS)})")
+    rows = []
+    for item in RAW_INPUTS[source]:
+        path = raw.root / item.path
+        rows.append({"key": item.key, "path": str(path), "present": path.is_file(), "what": item.what,
+                     "source": item.source})
+    table = pd.DataFrame(rows)
+    table.loc[len(table)] = _check_images(raw)
+    return table
+
+
+def _check_images(raw: RawLayout) -> dict:
+    row = {"key": "images", "path": str(raw.images), "what": "fields of view named in the metadata",
+           "source": "images/<plate>/<Image_FileName_OrigHoechst>"}
+    if not raw.image_metadata.is_file():
+        return {**row, "present": False, "what": row["what"] + " (cannot check without the metadata)"}
+    metadata = pd.read_csv(raw.image_metadata, usecols=["Image_Metadata_Plate", "Image_FileName_OrigHoechst"])
+    paths = [raw.images / str(plate) / name for plate, name in metadata.itertuples(index=False)]
+    missing = [p for p in paths if not p.is_file()]
+    what = f"{len(paths) - len(missing)} of {len(paths)} fields of view present"
+    if missing:
+        what += f"; first missing: {missing[0]}"
+    return {**row, "present": not missing, "what": what}
+
+
+def raise_for_missing(table: pd.DataFrame, raw: RawLayout, source: str) -> None:
+    """Raise :class:`MissingRawInputsError` listing every missing input of a :func:`check_raw_inputs` table."""
+    missing = table[~table["present"]]
+    if not missing.empty:
+        lines = [f"  - {row.key}: {row.path}\n      {row.what}; from: {row.source}" for row in missing.itertuples()]
+        raise MissingRawInputsError(f"{len(missing)} raw input(s) of '{source}' missing under {raw.root}:\n"
+                                    + "\n".join(lines))
+

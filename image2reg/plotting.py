@@ -1,0 +1,133 @@
+"""Figures of the reports. Computing lives elsewhere; these functions only draw."""
+
+from __future__ import annotations
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import tifffile
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from scipy import stats
+
+from image2reg.layout import RawLayout
+
+EFFECT_COLORS = {"strong": "#c0392b", "weak": "#e67e22", "none": "#7f8c8d", "control": "#2c3e50"}
+
+
+def field_montage(raw: RawLayout, metadata: pd.DataFrame, conditions: list[tuple[str, str]],
+                  n_fields: int = 4, crop: int = 192, seed: int = 0) -> Figure:
+    """A grid of field crops: one row per condition, ``n_fields`` random in-focus fields each.
+
+    Parameters
+    ----------
+    raw
+        The raw layout holding ``images/<plate>/<file>``.
+    metadata
+        The per-field table (Rohban columns).
+    conditions
+        ``(gene, label)`` pairs; ``label`` titles the row (e.g. the effect class).
+    crop
+        Side of the central crop shown (px); the same display contrast is used for every panel.
+    """
+    rng = np.random.default_rng(seed)
+    in_focus = metadata[(metadata["Image_Metadata_QCFlag_isBlurry"] == 0)
+                        & (metadata["Image_Metadata_QCFlag_isSaturated"] == 0)]
+    panels = []
+    for gene, _ in conditions:
+        rows = in_focus[in_focus["Image_Metadata_GeneSymbol"] == gene]
+        picks = rows.iloc[rng.permutation(len(rows))[:n_fields]]
+        images = []
+        for plate, name in picks[["Image_Metadata_Plate", "Image_FileName_OrigHoechst"]].itertuples(index=False):
+            image = tifffile.imread(raw.images / str(plate) / name)
+            top = (image.shape[0] - crop) // 2
+            images.append(image[top:top + crop, top:top + crop])
+        panels.append(images)
+    every = np.concatenate([im.ravel() for row in panels for im in row]) if any(panels) else np.zeros(1)
+    lo, hi = np.percentile(every, [1, 99.8])
+
+    fig, axes = plt.subplots(len(conditions), n_fields, figsize=(1.9 * n_fields, 1.9 * len(conditions)),
+                             squeeze=False)
+    for r, ((gene, label), images) in enumerate(zip(conditions, panels)):
+        for c in range(n_fields):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(images):
+                ax.imshow(np.clip((images[c] - lo) / (hi - lo), 0, 1), cmap="gray", vmin=0, vmax=1)
+            if c == 0:
+                ax.set_ylabel(f"{gene}\n{label}", fontsize=8, rotation=0, ha="right", va="center",
+                              color=EFFECT_COLORS.get(label.split()[0], "black"))
+    fig.suptitle(f"Fields of view per condition (central {crop}×{crop} px, one display range)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def effect_sizes(genes: pd.DataFrame) -> Figure:
+    """Ground-truth effect sizes of the screened genes, sorted, coloured by class, with the
+    per-phenotype shift as a heatmap underneath."""
+    screen = genes[genes["in_screen"]].sort_values("effect_size", ascending=False)
+    shift_columns = [c for c in screen.columns if c.startswith("shift_")]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 0.22 * len(screen)), 5.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [1.2, 1]})
+    x = np.arange(len(screen))
+    top.bar(x, screen["effect_size"], color=[EFFECT_COLORS[c] for c in screen["effect_class"]])
+    top.set_ylabel("effect size\n(cell-noise SD)")
+    present = [name for name in EFFECT_COLORS if name in set(screen["effect_class"])]
+    top.legend([Patch(color=EFFECT_COLORS[name]) for name in present], present, frameon=False, fontsize=8)
+    top.set_title("Ground truth: effect of each screened gene on nuclear morphology", fontsize=10)
+    shifts = screen[shift_columns].to_numpy().T
+    limit = np.abs(shifts).max() or 1.0
+    image = bottom.imshow(shifts, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    bottom.set_yticks(range(len(shift_columns)), [c.removeprefix("shift_") for c in shift_columns], fontsize=7)
+    bottom.set_xticks(x, [f"{g} (m{m})" for g, m in zip(screen["gene"], screen["module"])], rotation=90, fontsize=6)
+    fig.colorbar(image, ax=bottom, fraction=0.02, pad=0.01, label="shift")
+    fig.tight_layout()
+    return fig
+
+
+def world_overview(raw: RawLayout, genes: pd.DataFrame, ppi: pd.DataFrame) -> Figure:
+    """Why the omics are informative: interactome costs by edge kind, single-cell expression
+    correlation ordered by module, and U2OS log fold changes per module."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    for kind, color in (("module", "#27ae60"), ("noise", "#7f8c8d"), ("hub", "#8e44ad"), ("self", "#c0392b")):
+        values = ppi.loc[ppi["kind"] == kind, "cost"]
+        if len(values):
+            ax.hist(values, bins=30, range=(0, 0.9), alpha=0.6, color=color, label=f"{kind} ({len(values)})")
+    ax.set_xlabel("edge cost (lower = more confident)")
+    ax.set_ylabel("edges")
+    ax.set_title("Interactome", fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+
+    cells = ad.read_h5ad(raw.expression / "scrnaseq_counts.h5ad")
+    modules = genes.set_index("gene").loc[cells.var_names, "module"].to_numpy()
+    order = np.argsort(modules, kind="stable")
+    counts = cells.X.toarray()[:, order]
+    rho = stats.spearmanr(counts).statistic
+    image = axes[1].imshow(rho, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    bounds = np.flatnonzero(np.diff(modules[order])) + 0.5
+    for b in bounds:
+        axes[1].axhline(b, color="k", lw=0.4)
+        axes[1].axvline(b, color="k", lw=0.4)
+    axes[1].set_title("Single-cell Spearman ρ, genes ordered by module", fontsize=10)
+    axes[1].set_xticks([])
+    axes[1].set_yticks([])
+    fig.colorbar(image, ax=axes[1], fraction=0.046)
+
+    ax = axes[2]
+    expressed = genes[genes["u2os_logfc"].notna()]
+    jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(expressed))
+    colors = np.where(expressed["module_screened"], "#c0392b", "#7f8c8d")
+    ax.scatter(expressed["module"] + jitter, expressed["u2os_logfc"], s=6, c=colors)
+    targets = expressed[expressed["impactful"]]
+    ax.scatter(targets["module"], targets["u2os_logfc"], s=30, facecolors="none", edgecolors="k",
+               label="impactful screened genes")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("module (red: targeted by the screen)")
+    ax.set_ylabel("U2OS log fold change")
+    ax.set_title("Bulk expression: the target line", fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,40 @@
+"""The stages of the method, in run order: one notebook each (``notebooks/<NN>_<name>.py``).
+
+A stage that runs ``per_fold`` is executed once per fold with ``fold`` injected. ``inputs`` names
+the stages whose artifacts it reads: when one of them is redone, this one is redone too.
+A ``derived`` stage writes only regenerable artifacts under ``runs/<dataset>/<NN>_<name>/``, so the
+runbook may clear them before a rerun with changed inputs; the data stage is not derived because
+its folder holds the raw data of real datasets, which is never deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    number: str
+    name: str
+    title: str
+    per_fold: bool = False
+    inputs: tuple[str, ...] = ()
+    derived: bool = True
+
+    @property
+    def id(self) -> str:
+        """``NN_name``: the notebook's file stem and the artifact folder's name."""
+        return f"{self.number}_{self.name}"
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("00", "data", "Data: synthesize the demo world or check the raw inputs", derived=False),
+)
+
+
+def stage_by_name(name: str) -> Stage | None:
+    """The stage called ``name`` (``data``), by number (``00``) or by id (``00_data``)."""
+    for stage in STAGES:
+        if name in (stage.name, stage.number, stage.id):
+            return stage
+    return None

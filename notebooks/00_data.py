@@ -1,0 +1,118 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Data
+#
+# The raw inputs of a run, in `runs/<dataset>/raw/`:
+#
+# - **demo / smoke**: a synthetic perturbation screen with known ground truth is generated
+#   (`image2reg.data.synthetic`): gene modules with hidden latent programs, an interactome, single-cell
+#   and bulk expression, gene sets, and 16-bit fields of view of nuclei whose morphology follows the
+#   perturbed gene's program.
+# - **rohban / jump**: the expected raw inputs are checked, and anything missing is listed with its
+#   source.
+
+# %% tags=["parameters"]
+dataset = "demo"
+params_path = None
+fold = None
+runs_dir = None
+reports_dir = None
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+
+from image2reg.data.raw import check_raw_inputs, raise_for_missing
+from image2reg.data.synthetic import CONTROL, read_world_info, synthesize_world
+from image2reg.notebook import setup_stage
+from image2reg import plotting
+
+ctx = setup_stage("data", dataset, params_path, fold, runs_dir, reports_dir)
+data_params = ctx.stage_params
+raw = ctx.layout.raw
+print(f"dataset {dataset!r}, source {data_params.source!r}, raw folder {raw.root}")
+
+# %% [markdown]
+# ## Raw inputs
+
+# %%
+if data_params.source == "synthetic":
+    synthesize_world(data_params.synthetic, raw, seed=ctx.seed)
+    source = "synthetic"
+else:
+    source = data_params.source
+inputs = check_raw_inputs(raw, source)
+display(inputs)
+raise_for_missing(inputs, raw, source)
+
+# %% [markdown]
+# ## The screen: fields of view per plate and condition
+
+# %%
+metadata = pd.read_csv(raw.image_metadata)
+per_condition = (metadata.groupby("Image_Metadata_GeneSymbol")
+                 .agg(wells=("Image_Metadata_Well", "nunique"), fields=("ImageNumber", "size"),
+                      nuclei=("Image_Count_Nuclei", "sum"),
+                      alleles=("Image_Metadata_AlleleDesc", lambda a: ", ".join(sorted(set(a.dropna().astype(str))))))
+                 .sort_values("nuclei", ascending=False))
+print(f"{len(metadata)} fields of view on {metadata['Image_Metadata_Plate'].nunique()} plates, "
+      f"{len(per_condition)} conditions, "
+      f"{int(metadata['Image_Metadata_QCFlag_isBlurry'].sum())} flagged blurry, "
+      f"{int(metadata['Image_Metadata_QCFlag_isSaturated'].sum())} flagged saturated")
+display(per_condition.head(12))
+
+# %% [markdown]
+# ## Ground truth of the synthetic world
+#
+# What each later stage should recover: the effect classes and sizes (stage 02 ranks genes by
+# specificity), the phenotype directions that follow the gene's module (stages 03–04), and the
+# module structure of the interactome and expression data (stages 05–06).
+
+# %%
+world = read_world_info(raw)
+if world is not None:
+    display(pd.Series(world["summary"], name="synthetic world", dtype=object).to_frame())
+    genes = pd.read_parquet(raw.truth / "genes.parquet")
+    ppi = pd.read_parquet(raw.truth / "ppi_edges.parquet")
+    plotting.effect_sizes(genes)
+    plt.show()
+
+# %% [markdown]
+# A montage of fields for the control and for the strongest, a weak and a no-effect gene
+# (in-focus fields only; one display range for all panels, so brightness is comparable).
+
+# %%
+if world is not None:
+    screen = genes[genes["in_screen"]].sort_values("effect_size", ascending=False)
+    picks = [(CONTROL, "control")]
+    for effect_class, n in (("strong", 3), ("weak", 2), ("none", 2)):
+        chosen = screen[screen["effect_class"] == effect_class].head(n)
+        picks += [(g, f"{effect_class} {s:.1f}") for g, s in zip(chosen["gene"], chosen["effect_size"])]
+    plotting.field_montage(raw, metadata, picks, n_fields=4, crop=min(192, data_params.synthetic.screen.field_size))
+    plt.show()
+
+# %% [markdown]
+# The omics carry the module structure: confident interactions fall inside modules, genes of a module
+# are correlated across single cells, and the target cell line deregulates the modules the screen hits.
+
+# %%
+if world is not None:
+    plotting.world_overview(raw, genes, ppi)
+    plt.show()

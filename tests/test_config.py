@@ -1,0 +1,126 @@
+"""Params files: every shipped file loads; every kind of mistake is an error naming file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from image2reg.config import ParamsError, RunParams, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yml"
+    path.write_text(text)
+    return path
+
+
+def demo_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = (ROOT / "params" / "demo.yml").read_text()
+    assert old in text
+    return write(tmp_path, text.replace(old, new, 1))
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+@pytest.mark.parametrize("dataset", ["demo", "smoke", "rohban", "jump"])
+def test_shipped_params_load(dataset):
+    params = load_params(ROOT / "params" / f"{dataset}.yml")
+    assert params.dataset == dataset
+    assert params.stage_names()[0] == "data"
+
+
+def test_unknown_key_names_file_line_key_and_suggests(tmp_path):
+    path = demo_with(tmp_path, "n_cells: 600", "n_cell: 600")
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert f"line {line_of(path, 'n_cell:')}" in message
+    assert "unknown key 'stages.data.synthetic.n_cell'" in message and "did you mean 'n_cells'" in message
+
+
+def test_missing_key_is_named(tmp_path):
+    text = (ROOT / "params" / "demo.yml").read_text()
+    path = write(tmp_path, "\n".join(line for line in text.splitlines() if "sites_per_well" not in line))
+    with pytest.raises(ParamsError, match=r"missing required key 'sites_per_well' in stages\.data\.synthetic\.screen"):
+        load_params(path)
+
+
+def test_wrong_type_and_out_of_range_values(tmp_path):
+    path = demo_with(tmp_path, "field_size: 512", "field_size: large")
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert f"line {line_of(path, 'field_size')}: stages.data.synthetic.screen.field_size" in str(error.value)
+    assert "'large'" in str(error.value)
+
+    path = demo_with(tmp_path, "weak_effect: [0.7, 1.1]", "weak_effect: [1.1, 0.7]")
+    with pytest.raises(ParamsError, match="weak_effect must be"):
+        load_params(path)
+
+    path = demo_with(tmp_path, "source: synthetic", "source: cellpainting")
+    with pytest.raises(ParamsError, match="stages.data.source.*'synthetic', 'rohban' or 'jump'"):
+        load_params(path)
+
+
+def test_duplicate_key_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match=r"line 3: key 'seed' is given twice \(first on line 2\)"):
+        load_params(write(tmp_path, "dataset: x\nseed: 1\nseed: 2\n"))
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(write(tmp_path, "dataset: [x\n"))
+    with pytest.raises(ParamsError, match="expected a mapping"):
+        load_params(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "absent.yml")
+
+
+def test_yaml_tags_that_construct_objects_are_refused(tmp_path):
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(write(tmp_path, "dataset: !!python/object/apply:os.system ['true']\n"))
+
+
+def test_source_and_synthetic_block_must_agree(tmp_path):
+    path = demo_with(tmp_path, "source: synthetic", "source: rohban")
+    with pytest.raises(ParamsError, match="only used with source 'synthetic'"):
+        load_params(path)
+    with pytest.raises(ParamsError, match="needs a 'synthetic' block"):
+        load_params(write(tmp_path, "dataset: d\nseed: 0\nfolds: 1\nstages:\n  data:\n    source: synthetic\n"))
+
+
+def test_fold_overrides_are_checked_before_anything_runs(tmp_path):
+    base = (ROOT / "params" / "smoke.yml").read_text()
+    out_of_range = write(tmp_path, base + "fold_overrides:\n  5:\n    data: {seed: 1}\n")
+    with pytest.raises(ParamsError, match=r"fold_overrides\.5: fold 5 is outside 0\.\.1"):
+        load_params(out_of_range)
+    not_per_fold = write(tmp_path, base + "fold_overrides:\n  1:\n    data: {source: synthetic}\n")
+    with pytest.raises(ParamsError, match="stage 'data' does not run per fold"):
+        load_params(not_per_fold)
+    unknown = write(tmp_path, base + "fold_overrides:\n  1:\n    screen: {lr: 0.1}\n")
+    with pytest.raises(ParamsError, match="no stage 'screen' in this file"):
+        load_params(unknown)
+
+
+def test_fold_override_merges_one_key_and_revalidates():
+    params = load_params(ROOT / "params" / "smoke.yml").model_dump()
+    params["fold_overrides"] = {1: {"data": {"synthetic": {"screen": {"n_plates": 3}}}}}
+    merged = RunParams.model_validate(params)
+    assert merged.stage("data", fold=1).synthetic.screen.n_plates == 3
+    assert merged.stage("data", fold=1).synthetic.screen.sites_per_well == merged.stage("data").synthetic.screen.sites_per_well
+    assert merged.stage("data", fold=0).synthetic.screen.n_plates == 1
+    assert merged.fingerprint("data", 1) != merged.fingerprint("data", 0)
+
+    params["fold_overrides"] = {1: {"data": {"synthetic": {"screen": {"n_plates": "many"}}}}}
+    with pytest.raises(ValueError, match="n_plates"):
+        RunParams.model_validate(params).stage("data", fold=1)
+
+
+def test_fingerprint_tracks_stage_params_only(tmp_path):
+    base = load_params(ROOT / "params" / "demo.yml")
+    changed = load_params(demo_with(tmp_path, "nuclei_per_field: 40", "nuclei_per_field: 41"))
+    assert base.fingerprint("data") != changed.fingerprint("data")
+    same = load_params(demo_with(tmp_path, "# The built-in demo world", "# a comment edit"))
+    assert base.fingerprint("data") == same.fingerprint("data")

@@ -1,0 +1,256 @@
+"""The synthetic world: determinism, ground truth consistent with images and masks, file formats, resume."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from scipy import ndimage, stats
+
+from image2reg.config import SyntheticParams, load_params
+from image2reg.data import synthetic
+from image2reg.data.raw import MissingRawInputsError, check_raw_inputs, raise_for_missing
+from image2reg.layout import RawLayout
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_PPI = ROOT.parent / "shared" / "data" / "irefindex_v14_miscore_costs.tsv"
+
+
+def smoke_params(**screen_changes) -> tuple[SyntheticParams, int]:
+    params = load_params(ROOT / "params" / "smoke.yml")
+    world = params.stage("data").synthetic
+    if screen_changes:
+        world = world.model_copy(update={"screen": world.screen.model_copy(update=screen_changes)})
+    return world, params.seed
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> RawLayout:
+    params, seed = smoke_params()
+    raw = RawLayout(tmp_path_factory.mktemp("world") / "raw")
+    synthetic.synthesize_world(params, raw, seed, progress_bar=False)
+    return raw
+
+
+def test_same_seed_gives_identical_files_and_another_seed_does_not(world, tmp_path):
+    params, seed = smoke_params()
+    again = RawLayout(tmp_path / "again")
+    synthetic.synthesize_world(params, again, seed, progress_bar=False)
+    assert tree_digest(again.root) == tree_digest(world.root)
+
+    other = RawLayout(tmp_path / "other")
+    synthetic.synthesize_world(params, other, seed + 1, progress_bar=False)
+    first = tree_digest(world.root)
+    changed = [name for name, digest in tree_digest(other.root).items() if first.get(name) != digest]
+    assert any(name.startswith("images/") for name in changed) or set(tree_digest(other.root)) != set(first)
+
+
+def test_masks_and_truth_tables_agree(world):
+    metadata = pd.read_csv(world.image_metadata)
+    nuclei = pd.read_parquet(world.truth / "nuclei.parquet")
+    for row in metadata.itertuples():
+        labels = tifffile.imread(world.masks / str(row.Image_Metadata_Plate) / row.Image_FileName_OrigHoechst)
+        truth = nuclei[nuclei["file_name"] == row.Image_FileName_OrigHoechst].set_index("label")
+        present = np.unique(labels[labels > 0])
+        assert list(present) == list(truth.index) == list(range(1, len(truth) + 1))
+        assert row.Image_Count_Nuclei == len(truth)
+        area = np.bincount(labels.ravel(), minlength=len(truth) + 1)[1:]
+        np.testing.assert_array_equal(area, truth["area"].to_numpy())
+        if len(truth):
+            centres = np.array(ndimage.center_of_mass(labels > 0, labels, truth.index.to_numpy()))
+            np.testing.assert_allclose(centres, truth[["centroid_y", "centroid_x"]].to_numpy(), atol=1e-6)
+            # a nucleus touches another exactly when its dilation reaches a foreign label
+            for label in truth.index[truth["touching"]][:3]:
+                grown = ndimage.binary_dilation(labels == label, structure=ndimage.generate_binary_structure(2, 1))
+                assert np.any((labels[grown] != label) & (labels[grown] > 0))
+
+
+def test_images_show_nuclei_where_the_masks_are(world):
+    metadata = pd.read_csv(world.image_metadata)
+    fine = metadata[(metadata["Image_Metadata_QCFlag_isBlurry"] == 0) & (metadata["Image_Metadata_QCFlag_isSaturated"] == 0)]
+    for row in fine.itertuples():
+        name = row.Image_FileName_OrigHoechst
+        image = tifffile.imread(world.images / str(row.Image_Metadata_Plate) / name)
+        labels = tifffile.imread(world.masks / str(row.Image_Metadata_Plate) / name)
+        assert image.dtype == np.uint16 and labels.dtype == np.uint16 and image.shape == labels.shape
+        inside = labels > 0
+        outside = ~ndimage.binary_dilation(inside, iterations=4)
+        if inside.any():
+            assert np.median(image[inside]) > 5 * np.median(image[outside])
+
+
+def test_blurry_and_saturated_fields_are_what_their_flags_say(world):
+    metadata = pd.read_csv(world.image_metadata)
+
+    def sharpness(image: np.ndarray) -> float:
+        return float(ndimage.laplace(image.astype(np.float32)).var() / image.astype(np.float32).var())
+
+    measures = []
+    for row in metadata.itertuples():
+        image = tifffile.imread(world.images / str(row.Image_Metadata_Plate) / row.Image_FileName_OrigHoechst)
+        measures.append({"blurry": row.Image_Metadata_QCFlag_isBlurry, "saturated": row.Image_Metadata_QCFlag_isSaturated,
+                         "sharpness": sharpness(image), "clipped": float(np.mean(image == 65535))})
+    measures = pd.DataFrame(measures)
+    assert measures["blurry"].sum() >= 1 and measures["saturated"].sum() >= 1
+    normal = measures[(measures["blurry"] == 0) & (measures["saturated"] == 0)]
+    assert measures.loc[measures["blurry"] == 1, "sharpness"].max() < normal["sharpness"].min()
+    assert measures.loc[measures["saturated"] == 1, "clipped"].min() > 0.01
+    assert normal["clipped"].max() == 0
+
+
+def test_gene_effects_follow_the_ground_truth(tmp_path):
+    """Per-nucleus phenotypes shift by the gene's effect, and the images express them."""
+    params, seed = smoke_params(nuclei_per_field=30, field_size=320, sites_per_well=3)
+    raw = RawLayout(tmp_path / "raw")
+    synthetic.synthesize_world(params, raw, seed, progress_bar=False)
+    genes = pd.read_parquet(raw.truth / "genes.parquet").set_index("gene")
+    nuclei = pd.read_parquet(raw.truth / "nuclei.parquet")
+    nuclei = nuclei[nuclei["allele"] != "VAR.1"]  # the variant allele has a scaled effect
+    control = nuclei[nuclei["gene"] == synthetic.CONTROL]
+    for gene, group in nuclei[nuclei["gene"] != synthetic.CONTROL].groupby("gene"):
+        expected = genes.loc[gene, [f"shift_{p}" for p in synthetic.PHENOTYPES]].to_numpy(float)
+        observed = (group[[f"phenotype_{p}" for p in synthetic.PHENOTYPES]].mean()
+                    - control[[f"phenotype_{p}" for p in synthetic.PHENOTYPES]].mean()).to_numpy()
+        assert np.linalg.norm(observed - expected) < 0.9, gene  # well offsets + sampling noise
+        assert np.isclose(np.linalg.norm(expected), genes.loc[gene, "effect_size"])
+    inner = nuclei[~nuclei["border"] & ~nuclei["touching"]]
+    assert stats.spearmanr(inner["phenotype_area"], inner["area"]).statistic > 0.8
+    assert stats.spearmanr(inner["phenotype_foci"], inner["n_foci"]).statistic > 0.5
+
+
+def test_effect_direction_is_a_function_of_the_latent_program(world):
+    genes = pd.read_parquet(world.truth / "genes.parquet")
+    screen = genes[genes["impactful"]]
+    direction = synthetic.latent(screen) @ synthetic.phenotype_map(synthetic.latent(screen).shape[1], 0).T
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    shifts = screen[[f"shift_{p}" for p in synthetic.PHENOTYPES]].to_numpy()
+    np.testing.assert_allclose(shifts, direction * screen[["effect_size"]].to_numpy(), atol=1e-9)
+    assert set(genes.loc[genes["in_screen"], "effect_class"]) == {"strong", "weak", "none"}
+    assert (genes.loc[genes["effect_class"] == "none", "effect_size"] == 0).all()
+
+
+def test_omics_carry_the_module_structure():
+    params, seed = smoke_params()
+    params = params.model_copy(update={"n_cells": 300})
+    genes = synthetic.make_genes(params, seed)
+    cells = synthetic.make_single_cell(genes, params, seed)
+    rho = stats.spearmanr(cells.X.toarray()).statistic
+    modules = genes.set_index("gene").loc[cells.var_names, "module"].to_numpy()
+    same = modules[:, None] == modules[None, :]
+    off_diagonal = ~np.eye(len(modules), dtype=bool)
+    assert rho[same & off_diagonal].mean() > rho[~same].mean() + 0.3
+
+    ppi = synthetic.make_ppi(genes, params, seed)
+    module_of = genes.set_index("gene")["module"]
+    within = module_of[ppi["protein1"]].to_numpy() == module_of[ppi["protein2"]].to_numpy()
+    assert ppi.loc[within & (ppi["kind"] == "module"), "cost"].mean() < ppi.loc[ppi["kind"] == "noise", "cost"].mean()
+    assert set(ppi["protein1"]) | set(ppi["protein2"]) <= set(genes.loc[genes["in_ppi"], "gene"])
+
+
+def test_file_formats(world):
+    metadata = pd.read_csv(world.image_metadata)
+    for column in ("Image_Metadata_Plate", "Image_Metadata_Well", "Image_Metadata_Site", "Image_FileName_OrigHoechst",
+                   "Image_Metadata_GeneSymbol", "Image_Metadata_AlleleDesc", "Image_Metadata_QCFlag_isBlurry",
+                   "Image_Metadata_QCFlag_isSaturated", "Image_Count_Nuclei"):
+        assert column in metadata.columns
+    assert synthetic.CONTROL in set(metadata["Image_Metadata_GeneSymbol"])
+    assert metadata["Image_FileName_OrigHoechst"].str.fullmatch(r"[\w-]+_[a-p]\d{2}_s\d+_w1[0-9A-F]{8}\.tif").all()
+
+    ppi = pd.read_csv(world.ppi / "ppi_costs.tsv", sep="\t")
+    assert list(ppi.columns) == ["protein1", "protein2", "cost"]
+    assert ppi["cost"].between(0, 1).all() and (ppi["protein1"] == ppi["protein2"]).any()  # self-loops, as iRefIndex
+    if SHARED_PPI.is_file():
+        real = pd.read_csv(SHARED_PPI, sep="\t", nrows=5)
+        assert list(real.columns) == list(ppi.columns) and real.dtypes.equals(ppi.dtypes)
+
+    cells = ad.read_h5ad(world.expression / "scrnaseq_counts.h5ad")
+    assert np.issubdtype(cells.X.dtype, np.integer) and cells.X.min() >= 0
+    bulk = pd.read_csv(world.expression / "bulk_expression.csv", index_col=0)
+    info = pd.read_csv(world.expression / "bulk_sample_info.csv")
+    assert bulk.columns.str.fullmatch(r"GENE\d+ \(\d+\)").all()
+    assert synthetic.TARGET_LINE in set(info.set_index("DepMap_ID").loc[bulk.index, "stripped_cell_line_name"])
+
+    sets = [line.split("\t") for line in (world.genesets / "genesets.gmt").read_text().splitlines()]
+    assert all(len(fields) >= 3 for fields in sets)
+    screen_genes = (world.genesets / "screen_genes.txt").read_text().split()
+    assert set(screen_genes) == set(metadata["Image_Metadata_GeneSymbol"]) - {synthetic.CONTROL}
+
+
+def test_interrupted_world_resumes_per_plate(tmp_path, monkeypatch):
+    params, seed = smoke_params(n_plates=2)
+    reference = RawLayout(tmp_path / "reference")
+    synthetic.synthesize_world(params, reference, seed, progress_bar=False)
+
+    raw = RawLayout(tmp_path / "raw")
+    real_render = synthetic.render_field
+    per_plate = len(pd.read_csv(reference.image_metadata)) // 2
+    calls = {"n": 0}
+
+    def crash_in_second_plate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > per_plate:
+            raise RuntimeError("killed")
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "render_field", crash_in_second_plate)
+    with pytest.raises(RuntimeError, match="killed"):
+        synthetic.synthesize_world(params, raw, seed, progress_bar=False)
+    assert not raw.root.exists()  # nothing half-written in place
+
+    calls["n"] = -10**6  # no more crashes; count the fields rendered on resume
+    synthetic.synthesize_world(params, raw, seed, progress_bar=False)
+    assert calls["n"] + 10**6 == per_plate
+    assert tree_digest(raw.root) == tree_digest(reference.root)
+
+
+def test_changed_params_replace_the_world_and_foreign_data_is_never_touched(tmp_path):
+    params, seed = smoke_params(n_plates=2)
+    raw = RawLayout(tmp_path / "raw")
+    synthetic.synthesize_world(params, raw, seed, progress_bar=False)
+    smaller, _ = smoke_params(n_plates=1)
+    synthetic.synthesize_world(smaller, raw, seed, progress_bar=False)
+    assert sorted(p.name for p in raw.images.iterdir()) == ["90001"]
+    assert synthetic.read_world_info(raw)["params"]["screen"]["n_plates"] == 1
+
+    foreign = RawLayout(tmp_path / "foreign")
+    (foreign.root / "images").mkdir(parents=True)
+    keep = foreign.root / "images" / "plate1.tif"
+    keep.write_bytes(b"real data")
+    with pytest.raises(FileExistsError, match="not synthesized"):
+        synthetic.synthesize_world(params, foreign, seed, progress_bar=False)
+    assert keep.read_bytes() == b"real data"
+
+
+def test_screen_larger_than_the_eligible_genes_is_a_clear_error():
+    params, seed = smoke_params(n_none=60)
+    genes = synthetic.make_genes(params, seed)
+    with pytest.raises(ValueError, match="raise n_genes"):
+        synthetic.design_screen(genes, params, seed)
+
+
+def test_missing_real_inputs_are_listed_with_their_source(tmp_path):
+    raw = RawLayout(tmp_path / "raw")
+    table = check_raw_inputs(raw, "rohban")
+    assert not table["present"].any()
+    with pytest.raises(MissingRawInputsError) as error:
+        raise_for_missing(table, raw, "rohban")
+    message = str(error.value)
+    assert "GSE146773" in message and "iRefIndex" in message and str(raw.image_metadata) in message
+
+    raw.image_metadata.parent.mkdir(parents=True)
+    pd.DataFrame({"Image_Metadata_Plate": [41744, 41744],
+                  "Image_FileName_OrigHoechst": ["a_b01_s1_w1.tif", "a_b01_s2_w1.tif"]}).to_csv(raw.image_metadata, index=False)
+    (raw.images / "41744").mkdir(parents=True)
+    (raw.images / "41744" / "a_b01_s1_w1.tif").write_bytes(b"")
+    images = check_raw_inputs(raw, "rohban").set_index("key").loc["images"]
+    assert not images["present"] and "1 of 2" in images["what"] and "a_b01_s2_w1.tif" in images["what"]
