@@ -19,6 +19,9 @@ from pathlib import Path
 
 from image2reg.stages import Stage
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def find_project_root(start: str | Path | None = None) -> Path:
     """The nearest folder at or above ``start`` (default: cwd) that holds ``params/`` and ``notebooks/``."""
@@ -118,6 +121,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes files private; give them the usual mode
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

@@ -95,7 +95,7 @@ if world is not None:
     plt.show()
 
 # %% [markdown]
-# A montage of fields for the control and for the strongest, a weak and a no-effect gene
+# A montage of fields for the control, the three strongest genes, two weak and two no-effect ones
 # (in-focus fields only; one display range for all panels, so brightness is comparable).
 
 # %%

@@ -1,0 +1,456 @@
+"""Run the stage notebooks of a params file in order; skip what is up to date, resume what was cut off.
+
+``python runbook.py --dataset demo`` executes ``notebooks/<NN>_<stage>.py`` (jupytext py:percent, the
+source of truth) with papermill, once per fold for the per-fold stages, into
+``reports/<dataset>/<NN>_<stage>[__fold-k].ipynb`` plus an HTML copy.
+
+Each task (a stage, or one fold of a per-fold stage) has a JSON manifest under
+``runs/<dataset>/.manifests/`` holding its *key*: a hash of the notebook, the stage's params, the
+package source and the keys of the tasks it reads. A task is skipped when its manifest is complete,
+its key is current and every recorded output still has its recorded size. Otherwise it runs, and
+the tasks reading it see a changed input key and run as well. A run that is killed leaves its
+manifest ``started``; the next run redoes the task and, if the key is unchanged, keeps the files it
+had written so the notebook can resume. A derived stage whose key changed starts from an empty
+folder, so stale artifacts never survive; the raw data folder is never deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import jupytext
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+
+import image2reg
+from image2reg.config import ParamsError, load_params, params_path_for
+from image2reg.layout import RunLayout, find_project_root, write_text_atomic
+from image2reg.stages import STAGES, Stage
+
+TRACEBACK_LINES = 15
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class RunbookError(Exception):
+    """A request the runbook cannot carry out (unknown stage, missing notebook); nothing has run."""
+
+
+class ParamsLike(Protocol):
+    """What the runbook reads from a params file: :class:`image2reg.config.RunParams` or a test stand-in."""
+
+    dataset: str
+    folds: int
+    source_path: Path | None
+
+    def stage_names(self) -> list[str]: ...
+
+    def fingerprint(self, name: str, fold: int | None = None) -> str: ...
+
+
+@dataclass(frozen=True)
+class Task:
+    """One notebook execution: a stage, the fold of a per-fold stage, and its name (``00_data__fold-1``)."""
+
+    stage: Stage
+    fold: int | None
+    name: str
+
+    @property
+    def label(self) -> str:
+        return self.stage.id if self.fold is None else f"{self.stage.id} (fold {self.fold})"
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    """A selected task with its current key and why it runs (``reason`` is None when up to date)."""
+
+    task: Task
+    key: str
+    components: dict[str, Any]
+    manifest: dict[str, Any] | None
+    reason: str | None
+    runs: bool
+
+    @property
+    def state(self) -> str:
+        if self.reason is None:
+            return "up to date"
+        if self.reason == "never run" or self.reason.startswith("interrupted"):
+            return self.reason
+        return f"stale: {self.reason}"
+
+
+def package_fingerprint() -> str:
+    """Hash of the package version and of every ``image2reg/**/*.py``: editing package code counts as a change.
+
+    The runbook itself is left out: it orchestrates, and changes nothing a notebook computes.
+    """
+    package_dir = Path(image2reg.__file__).parent
+    digest = hashlib.sha256(image2reg.__version__.encode())
+    for path in sorted(package_dir.rglob("*.py")):
+        if path == Path(__file__):
+            continue
+        digest.update(path.relative_to(package_dir).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _hash_json(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now().isoformat(sep=" ", timespec="seconds")
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_manifest(path: Path, record: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Which components of a key differ, in words (``params changed, input 00_data changed``)."""
+    changed = [f"{name} changed" for name in ("notebook", "params", "package") if old.get(name) != new[name]]
+    old_inputs, new_inputs = old.get("inputs", {}), new["inputs"]
+    differing = sorted(name for name in {*old_inputs, *new_inputs} if old_inputs.get(name) != new_inputs.get(name))
+    # the inputs are keyed by task; name the stage once rather than each of its folds
+    stages = dict.fromkeys(name.partition("__fold-")[0] for name in differing)
+    changed += [f"input {stage} changed" for stage in stages]
+    return ", ".join(changed) or "key changed"
+
+
+@dataclass
+class Runbook:
+    """The tasks of one params file and how to plan, list and execute them.
+
+    Parameters
+    ----------
+    root
+        The project root: ``notebooks/`` lives here and the notebooks run with it as working directory.
+    params
+        The validated params file.
+    layout
+        Where artifacts, manifests and reports go.
+    stages
+        The stages in run order (:data:`image2reg.stages.STAGES`; tests pass their own).
+    html
+        Write an HTML copy beside each executed notebook.
+    """
+
+    root: Path
+    params: ParamsLike
+    layout: RunLayout
+    stages: Sequence[Stage] = STAGES
+    html: bool = True
+    package: str = field(default_factory=package_fingerprint)
+
+    def configured(self) -> list[Stage]:
+        """The stages the params file runs, in run order."""
+        names = set(self.params.stage_names())
+        return [stage for stage in self.stages if stage.name in names]
+
+    def tasks(self) -> list[Task]:
+        """Every task of the params file, in run order."""
+        return [Task(stage, fold, self.layout.task_name(stage, fold)) for stage in self.configured()
+                for fold in (range(self.params.folds) if stage.per_fold else [None])]
+
+    def select(self, names: Sequence[str] | None = None, start: str | None = None) -> list[Stage]:
+        """The configured stages named in ``names`` (all by default), from stage ``start`` on.
+
+        Raises
+        ------
+        RunbookError
+            For a name that is no stage, or a stage the params file does not run.
+        """
+        configured = self.configured()
+        chosen = [self._lookup(name, configured) for name in names] if names else configured
+        first = configured.index(self._lookup(start, configured)) if start else 0
+        return [stage for stage in configured[first:] if stage in chosen]
+
+    def _lookup(self, name: str, configured: list[Stage]) -> Stage:
+        found = next((stage for stage in self.stages if name in (stage.name, stage.number, stage.id)), None)
+        if found is None:
+            known = ", ".join(stage.id for stage in self.stages)
+            raise RunbookError(f"unknown stage '{name}'; known stages: {known}")
+        if found not in configured:
+            where = self.params.source_path or "the params file"
+            runs = ", ".join(stage.id for stage in configured)
+            raise RunbookError(f"stage {found.id} is not configured in {where} (it runs: {runs})")
+        return found
+
+    def notebook(self, stage: Stage) -> Path:
+        return self.root / "notebooks" / f"{stage.id}.py"
+
+    def plan(self, selected: Sequence[Stage], force: bool = False) -> list[PlannedTask]:
+        """Key and state of every task of the ``selected`` stages.
+
+        A selected task's key is computed from the keys of its input tasks as they will be when it
+        runs: the current key of a selected input, the recorded key of an input left alone (or
+        ``incomplete`` if it never finished), so running a stage alone never masks a stale input.
+        """
+        effective: dict[Task, str] = {}
+        planned = []
+        for task in self.tasks():
+            manifest = _read_manifest(self.layout.manifest(task.stage, task.fold))
+            if task.stage not in selected:
+                complete = manifest is not None and manifest["status"] == "complete"
+                effective[task] = manifest["key"] if complete else "incomplete"
+                continue
+            components = self._components(task, effective)
+            key = _hash_json(components)
+            effective[task] = key
+            reason = self._stale_reason(manifest, key, components)
+            planned.append(PlannedTask(task, key, components, manifest, reason, runs=force or reason is not None))
+        return planned
+
+    def _components(self, task: Task, effective: dict[Task, str]) -> dict[str, Any]:
+        notebook = self.notebook(task.stage)
+        if not notebook.is_file():
+            raise RunbookError(f"notebook of stage {task.stage.id} not found: {notebook}")
+        inputs = {
+            other.name: key
+            for other, key in effective.items()
+            if other.stage.name in task.stage.inputs
+            and not (task.stage.per_fold and other.stage.per_fold and other.fold != task.fold)
+        }
+        return {
+            "notebook": hashlib.sha256(notebook.read_bytes()).hexdigest(),
+            "params": self.params.fingerprint(task.stage.name, task.fold),
+            "package": self.package,
+            "inputs": inputs,
+        }
+
+    def _stale_reason(self, manifest: dict[str, Any] | None, key: str, components: dict[str, Any]) -> str | None:
+        if manifest is None:
+            return "never run"
+        if manifest["status"] != "complete":
+            return f"interrupted (started {manifest['started_at']}, not finished)"
+        if manifest["key"] != key:
+            return _changes(manifest.get("components", {}), components)
+        for relative, size in manifest["outputs"].items():
+            path = self.layout.root / relative
+            if not path.is_file():
+                return f"outputs missing: {relative}"
+            if path.stat().st_size != size:
+                return f"outputs changed: {relative} ({size} -> {path.stat().st_size} bytes)"
+        return None
+
+    # ----------------------------------------------------------------------------------------
+    # Executing
+    # ----------------------------------------------------------------------------------------
+    def run(self, planned: Sequence[PlannedTask]) -> int:
+        """Execute the tasks that are not up to date, in order; stop at the first failure.
+
+        Returns
+        -------
+        int
+            0 on success, 1 when a task failed, 130 when interrupted (Ctrl-C).
+        """
+        began = time.monotonic()
+        counts = {"ran": 0, "skipped": 0, "failed": 0}
+        for index, item in enumerate(planned, 1):
+            prefix = f"[{index}/{len(planned)}] {item.task.label} ..."
+            if not item.runs:
+                print(f"{prefix} skipped (up to date)", flush=True)
+                counts["skipped"] += 1
+                continue
+            print(f"{prefix} running ({item.reason or 'forced'})", flush=True)
+            task_began = time.monotonic()
+            try:
+                self.execute(item)
+            except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - every failure is reported
+                counts["failed"] += 1
+                print(f"{prefix} FAILED after {time.monotonic() - task_began:.1f} s", flush=True)
+                print(self._failure_report(item.task, error), file=sys.stderr, flush=True)
+                self._summary(counts, began)
+                return _exit_code(error)
+            counts["ran"] += 1
+            print(f"{prefix} done in {time.monotonic() - task_began:.1f} s", flush=True)
+        self._summary(counts, began)
+        return 0
+
+    def execute(self, item: PlannedTask) -> None:
+        """Run one task's notebook, recording it as started first and complete after success."""
+        stage, fold = item.task.stage, item.task.fold
+        out_dir = self.layout.stage_dir(stage, fold)
+        # A killed run with the same key keeps its partial work so the notebook can resume it.
+        if stage.derived and (item.manifest is None or item.manifest["key"] != item.key) and out_dir.exists():
+            print(f"  clearing {out_dir}: its artifacts were made from other inputs", flush=True)
+            shutil.rmtree(out_dir)
+        report = self.layout.report(stage, fold)
+        report.with_suffix(".html").unlink(missing_ok=True)
+        record = {
+            "task": item.task.name, "stage": stage.id, "fold": fold,
+            "key": item.key, "components": item.components, "status": "started",
+            "started_at": _now(), "finished_at": None, "duration_s": None, "report": str(report), "outputs": {},
+        }
+        manifest_path = self.layout.manifest(stage, fold)
+        _write_manifest(manifest_path, record)
+        began = time.monotonic()
+        self._papermill(item.task, report)
+        if self.html:
+            _write_html(report)
+        record.update(status="complete", finished_at=_now(), duration_s=round(time.monotonic() - began, 1),
+                      outputs=self._outputs(out_dir))
+        _write_manifest(manifest_path, record)
+
+    def _papermill(self, task: Task, report: Path) -> None:
+        parameters = {
+            "dataset": self.params.dataset,
+            "params_path": str(Path(self.params.source_path).resolve()),
+            "fold": task.fold,
+            "runs_dir": str(Path(self.layout.runs_dir).resolve()),
+            "reports_dir": str(Path(self.layout.reports_dir).resolve()),
+        }
+        report.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="image2reg-") as tmp:
+            source = Path(tmp) / f"{task.stage.id}.ipynb"
+            nbformat.write(jupytext.read(self.notebook(task.stage)), source)
+            # papermill saves the output after every cell, so a failure leaves the partial report.
+            # The kernel runs in its own session, out of reach of Ctrl-C; nbclient's SIGINT handler
+            # shuts it down, and only an immediate shutdown stops the running cell (KeyboardInterrupt).
+            papermill.execute_notebook(
+                str(source), str(report), parameters=parameters, kernel_name="python3", language="python",
+                cwd=str(self.root), progress_bar=True, log_output=False, shutdown_kernel="immediate",
+                coalesce_streams=True,  # a progress bar's updates become its final line, not hundreds
+            )
+
+    def _outputs(self, folder: Path) -> dict[str, int]:
+        """Size of every regular, non-hidden file under ``folder``, keyed by path relative to ``layout.root``."""
+        if not folder.is_dir():
+            return {}
+        return {
+            path.relative_to(self.layout.root).as_posix(): path.stat().st_size
+            for path in sorted(folder.rglob("*"))
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        }
+
+    def _failure_report(self, task: Task, error: BaseException) -> str:
+        name = getattr(error, "ename", type(error).__name__)
+        value = getattr(error, "evalue", str(error))
+        failure = f"{name}: {value}" if value else name
+        lines = [f"task {task.name} failed: {failure}"]
+        traceback = getattr(error, "traceback", None)
+        if traceback:
+            text = _ANSI.sub("", "\n".join(traceback)).splitlines()
+            lines.append(f"  traceback of cell [{error.exec_count}] (last lines):")
+            lines += [f"    {line}" for line in text[-TRACEBACK_LINES:]]
+        report = self.layout.report(task.stage, task.fold)
+        if report.exists():
+            lines.append(f"  partially executed notebook: {report}")
+        lines.append(f"  manifest left 'started': {self.layout.manifest(task.stage, task.fold)}")
+        return "\n".join(lines)
+
+    @staticmethod
+    def _summary(counts: dict[str, int], began: float) -> None:
+        ran, skipped, failed = counts["ran"], counts["skipped"], counts["failed"]
+        print(f"ran {ran}, skipped {skipped}, failed {failed} in {time.monotonic() - began:.1f} s", flush=True)
+
+    # ----------------------------------------------------------------------------------------
+    # Reporting without running
+    # ----------------------------------------------------------------------------------------
+    def print_list(self, planned: Sequence[PlannedTask]) -> None:
+        """A table of the tasks with their state and last run."""
+        rows = [("task", "per-fold", "state", "last run")]
+        for item in planned:
+            rows.append((item.task.name, "yes" if item.task.stage.per_fold else "no", item.state, _last_run(item.manifest)))
+        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+
+    def print_dry_run(self, planned: Sequence[PlannedTask]) -> None:
+        """The tasks a run would execute, with the reason for each, and those it would skip."""
+        running = sum(item.runs for item in planned)
+        print(f"dry run: {running} of {len(planned)} tasks would run (nothing is executed)")
+        width = max((len(item.task.name) for item in planned), default=0)
+        for item in planned:
+            why = (item.reason or "forced (--force)") if item.runs else "up to date"
+            print(f"  {'run ' if item.runs else 'skip'}  {item.task.name.ljust(width)}  {why}")
+
+
+def _exit_code(error: BaseException) -> int:
+    """130 for Ctrl-C, whether it reached the runbook or the notebook's cell; 1 for any other failure."""
+    interrupted = isinstance(error, KeyboardInterrupt) or getattr(error, "ename", None) == "KeyboardInterrupt"
+    return 130 if interrupted else 1
+
+
+def _last_run(manifest: dict[str, Any] | None) -> str:
+    if manifest is None:
+        return "-"
+    if manifest["status"] != "complete":
+        return f"{manifest['started_at']} (not finished)"
+    return f"{manifest['finished_at']} ({manifest['duration_s']} s)"
+
+
+def _write_html(report: Path) -> None:
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(report, as_version=4))
+    write_text_atomic(report.with_suffix(".html"), body)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runbook.py", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="run params/<DATASET>.yml of the project")
+    source.add_argument("--params", type=Path, help="run this params file")
+    parser.add_argument("--stages", nargs="+", metavar="STAGE", help="only these stages (id, number or name)")
+    parser.add_argument("--from", dest="start", metavar="STAGE", help="this stage and the later ones")
+    parser.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--list", action="store_true", help="print every task with its state and exit")
+    mode.add_argument("--dry-run", action="store_true", help="print what would run and why; run nothing")
+    parser.add_argument("--runs-dir", type=Path, help="artifacts folder (default <root>/runs)")
+    parser.add_argument("--reports-dir", type=Path, help="executed notebooks folder (default <root>/reports)")
+    parser.add_argument("--no-html", action="store_true", help="skip the HTML copies of the reports")
+    return parser
+
+
+def main(argv: list[str] | None = None, *, root: str | Path | None = None,
+         stages: Sequence[Stage] = STAGES) -> int:
+    """Command line entry point; returns the exit code (2: bad params or arguments, nothing ran).
+
+    Parameters
+    ----------
+    argv
+        Arguments (default: ``sys.argv[1:]``).
+    root
+        The project root (default: the one at or above the working directory).
+    stages
+        The stages in run order.
+    """
+    args = _parser().parse_args(argv)
+    try:
+        root = Path(root).resolve() if root else find_project_root()
+        params_path = args.params.resolve() if args.params else params_path_for(args.dataset, root)
+        params = load_params(params_path)
+        if args.dataset and params.dataset != args.dataset:
+            raise ParamsError(f"{params_path}: dataset is '{params.dataset}', not '{args.dataset}'")
+        layout = RunLayout(params.dataset, (args.runs_dir or root / "runs").resolve(),
+                           (args.reports_dir or root / "reports").resolve())
+        runbook = Runbook(root, params, layout, stages, html=not args.no_html)
+        planned = runbook.plan(runbook.select(args.stages, args.start), force=args.force)
+    except (ParamsError, RunbookError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.list:
+        runbook.print_list(planned)
+        return 0
+    if args.dry_run:
+        runbook.print_dry_run(planned)
+        return 0
+    return runbook.run(planned)

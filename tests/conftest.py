@@ -1,0 +1,72 @@
+"""Shared fixtures: throwaway image2reg projects (``params/`` + ``notebooks/``) and a runbook CLI caller."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from image2reg.runbook import main
+from image2reg.stages import STAGES, Stage
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Every stage notebook starts with the cell papermill overwrites; ``Path`` is there for the bodies.
+PARAMETERS_CELL = """\
+# %% tags=["parameters"]
+dataset = "smoke"
+params_path = None
+fold = None
+runs_dir = "runs"
+reports_dir = "reports"
+
+# %%
+from pathlib import Path
+"""
+
+
+def write_notebook(root: Path, stage_id: str, body: str) -> Path:
+    """Write ``notebooks/<stage_id>.py``: the parameters cell, then ``body`` (py:percent, dedented)."""
+    path = root / "notebooks" / f"{stage_id}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(PARAMETERS_CELL + textwrap.dedent(body))
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_project(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[str, str]], Path]:
+    """Factory of fake projects: a copy of ``params/smoke.yml`` and the given notebooks (stage id -> body)."""
+
+    def make(notebooks: dict[str, str]) -> Path:
+        root = tmp_path_factory.mktemp("project")
+        (root / "params").mkdir()
+        shutil.copy(REPO / "params" / "smoke.yml", root / "params" / "smoke.yml")
+        for stage_id, body in notebooks.items():
+            write_notebook(root, stage_id, body)
+        return root
+
+    return make
+
+
+def _cli_args(workdir: Path, *extra: str) -> list[str]:
+    return ["--params", str(workdir / "params" / "smoke.yml"), "--runs-dir", str(workdir / "runs"),
+            "--reports-dir", str(workdir / "reports"), *extra]
+
+
+@pytest.fixture(scope="session")
+def cli_args() -> Callable[..., list[str]]:
+    """Runbook arguments that keep params, artifacts and reports inside a work folder."""
+    return _cli_args
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., int]:
+    """Call the runbook's ``main`` on a work folder (params, runs, reports) with notebooks from ``root``."""
+
+    def run(workdir: Path, *extra: str, root: Path | None = None, stages: Sequence[Stage] = STAGES) -> int:
+        return main(_cli_args(workdir, *extra), root=root or workdir, stages=stages)
+
+    return run
