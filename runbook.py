@@ -8,4 +8,5 @@ from pathlib import Path
 
 from image2reg.runbook import main
 
-raise SystemExit(main(root=Path(__file__).resolve().parent))
+if __name__ == "__main__":
+    raise SystemExit(main(root=Path(__file__).resolve().parent))

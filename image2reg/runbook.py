@@ -349,8 +349,11 @@ class Runbook:
         traceback = getattr(error, "traceback", None)
         if traceback:
             text = _ANSI.sub("", "\n".join(traceback)).splitlines()
+            # the frames only: the error itself, often several lines long, is printed above
+            raised = [i for i, line in enumerate(text) if line.startswith(name)]
+            frames = text[:raised[-1]] if raised else text
             lines.append(f"  traceback of cell [{error.exec_count}] (last lines):")
-            lines += [f"    {line}" for line in text[-TRACEBACK_LINES:]]
+            lines += [f"    {line}" for line in frames[-TRACEBACK_LINES:]]
         report = self.layout.report(task.stage, task.fold)
         if report.exists():
             lines.append(f"  partially executed notebook: {report}")
