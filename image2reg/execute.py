@@ -1,0 +1,117 @@
+"""Where independent tasks run: in this process, a local process pool, or a Dask cluster.
+
+Every long stage (image preprocessing, the specificity screen) is a list of independent tasks whose
+results land on disk. :func:`map_tasks` runs such a list with one progress bar, whatever the backend:
+
+- ``inprocess``: one after the other (debugging, tests);
+- ``processes``: a local process pool (the default);
+- ``dask``: a Dask cluster, a fresh ``LocalCluster`` or the scheduler at ``dask_address`` (e.g. one
+  started by ``dask-jobqueue`` on SLURM). Workers must see the same file system as this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+logger = logging.getLogger("image2reg")
+
+Backend = Literal["inprocess", "processes", "dask"]
+
+
+class ExecutionParams(BaseModel):
+    """How a stage spreads its tasks (the ``execution`` block of a stage's params)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Backend = "processes"
+    workers: int | None = Field(default=None, ge=1, description="worker processes; default: all cores")
+    dask_address: str | None = Field(default=None, description="scheduler address; default: a LocalCluster")
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def map_tasks(
+    function: Callable[[Any], Any],
+    tasks: Sequence[Any],
+    execution: ExecutionParams | None = None,
+    *,
+    progress_bar: bool = True,
+    desc: str = "tasks",
+    unit: str = "task",
+) -> Iterator[tuple[int, Any]]:
+    """Run ``function`` on every task and yield ``(index, result)`` as each one finishes.
+
+    Parameters
+    ----------
+    function
+        A module-level function (it is sent to other processes) of one task.
+    tasks
+        The tasks; each must be picklable for the ``processes`` and ``dask`` backends.
+    execution
+        Backend and number of workers (default: a local process pool over all cores).
+    progress_bar
+        Show a tqdm bar over tasks.
+
+    Yields
+    ------
+    tuple[int, Any]
+        The task's position in ``tasks`` and what ``function`` returned. An exception raised by a
+        task propagates after the tasks already running have been cancelled.
+    """
+    execution = execution or ExecutionParams()
+    workers = min(execution.workers or default_workers(), max(len(tasks), 1))
+    with tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress_bar) as bar:
+        if execution.backend == "inprocess" or (execution.backend == "processes" and workers == 1):
+            results = ((index, function(task)) for index, task in enumerate(tasks))
+        elif execution.backend == "processes":
+            results = _pool(function, tasks, workers)
+        else:
+            results = _dask(function, tasks, workers, execution.dask_address)
+        for index, result in results:
+            bar.update()
+            yield index, result
+
+
+def _pool(function: Callable[[Any], Any], tasks: Sequence[Any], workers: int) -> Iterator[tuple[int, Any]]:
+    # spawn: workers start clean, so no lock held by a thread of this process is inherited
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(function, task): index for index, task in enumerate(tasks)}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _dask(function: Callable[[Any], Any], tasks: Sequence[Any], workers: int,
+          address: str | None) -> Iterator[tuple[int, Any]]:
+    from distributed import Client, LocalCluster
+    from distributed import as_completed as dask_completed
+
+    cluster = None if address else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                 dashboard_address=None)
+    client = Client(address or cluster)
+    logger.info("running %d tasks on the Dask cluster at %s", len(tasks), client.scheduler.address)
+    try:
+        futures = client.map(function, tasks, pure=False)
+        positions = {future.key: index for index, future in enumerate(futures)}
+        for future in dask_completed(futures):
+            yield positions[future.key], future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
