@@ -1,0 +1,1 @@
+"""Image preprocessing: illumination, QC, segmentation, nucleus filters and crops, crop storage."""
