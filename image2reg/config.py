@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from image2reg.execute import ExecutionParams
 from image2reg.stages import STAGES, stage_by_name
 
 
@@ -101,12 +102,66 @@ class DataStageParams(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Stage 01: image preprocessing
+# --------------------------------------------------------------------------------------------
+class IlluminationParams(StrictModel):
+    """Illumination correction: a published function per plate, one estimated from the plate, or none."""
+
+    method: Literal["estimate", "published", "none"]
+    max_fields_per_plate: int = Field(ge=1, description="fields (evenly spread) that the estimate averages")
+    downsample: int = Field(ge=1, description="block size the fields are reduced by before averaging")
+    smoothing_sigma: float | None = Field(default=None, gt=0, description="px; default 1/20 of the field side")
+
+
+class QCParams(StrictModel):
+    """Field quality control; flagged fields keep their nuclei in the tables, marked ``QC_pass = False``."""
+
+    blur_max_slope: float | None = Field(description="flag fields with a PowerLogLogSlope below this")
+    blur_mad_k: float | None = Field(description="flag slopes below the plate median − k·MAD")
+    saturation_max_fraction: float = Field(ge=0, le=1, description="flag fields with more pixels at the maximum")
+    outlier_plates: list[str] = Field(description="plates left out entirely")
+    outlier_wells: list[str] = Field(description="wells left out, as 'plate/well'")
+
+
+class SegmentationParams(StrictModel):
+    """Nuclear segmentation: masks supplied with the data, the built-in classical segmenter, or cellpose."""
+
+    method: Literal["classical", "masks", "cellpose"]
+    nucleus_diameter: float = Field(gt=0, description="typical nucleus diameter (px)")
+    cellpose_model: str | None = Field(default=None, description="path of local cellpose weights")
+
+
+class NucleusFilterParams(StrictModel):
+    """The reference's nucleus filters (a bound of null switches a rule off)."""
+
+    min_area: float | None
+    max_area: float | None
+    max_bbox_area: float | None
+    min_solidity: float | None
+    min_aspect_ratio: float | None
+    drop_border: bool
+
+
+class ImagesStageParams(StrictModel):
+    """Stage 01: fields of view → QC, illumination correction, segmentation, filters, crops."""
+
+    illumination: IlluminationParams
+    qc: QCParams
+    segmentation: SegmentationParams
+    filters: NucleusFilterParams
+    crop_size: int = Field(ge=16)
+    shard_size: int = Field(ge=1, description="fields per resumable unit of work")
+    execution: ExecutionParams
+
+
+# --------------------------------------------------------------------------------------------
 # The whole file
 # --------------------------------------------------------------------------------------------
 class StagesParams(StrictModel):
     """One optional block per stage; a stage runs when its block is present."""
 
     data: DataStageParams | None = None
+    images: ImagesStageParams | None = None
 
 
 class RunParams(StrictModel):

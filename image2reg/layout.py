@@ -50,7 +50,8 @@ class RawLayout:
 
     @property
     def image_metadata(self) -> Path:
-        """One row per field of view, Rohban column convention (``Image_Metadata_*``)."""
+        """One row per field of view: ``Metadata_*`` columns (see ``image2reg.data.cellpainting``) or the
+        Rohban database convention (``Image_Metadata_*``)."""
         return self.root / "metadata" / "images.csv"
 
     @property

@@ -29,6 +29,8 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("00", "data", "Data: synthesize the demo world or check the raw inputs", derived=False),
+    Stage("01", "images", "Image preprocessing: illumination, QC, segmentation, nucleus filters, crops",
+          inputs=("data",)),
 )
 
 

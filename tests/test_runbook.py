@@ -140,7 +140,7 @@ def smoke_run(tmp_path_factory, run_cli) -> tuple[Path, int]:
     workdir = tmp_path_factory.mktemp("smoke")
     (workdir / "params").mkdir()
     shutil.copy(REPO / "params" / "smoke.yml", workdir / "params" / "smoke.yml")
-    return workdir, run_cli(workdir, root=REPO)
+    return workdir, run_cli(workdir, "--stages", "data", root=REPO)
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_second_run_skips_the_up_to_date_task(smoke_copy, run_cli, capsys):
     before = manifest(smoke_copy)
     report = smoke_copy / "reports" / "smoke" / "00_data.ipynb"
     report_written = report.stat().st_mtime_ns
-    assert run_cli(smoke_copy, root=REPO) == 0
+    assert run_cli(smoke_copy, "--stages", "data", root=REPO) == 0
     out = capsys.readouterr().out
     assert "[1/1] 00_data ... skipped (up to date)" in out and "ran 0, skipped 1, failed 0" in out
     assert manifest(smoke_copy) == before
@@ -185,9 +185,9 @@ def test_changed_data_param_reruns(smoke_copy, run_cli, capsys):
     params.write_text(text.replace("nuclei_per_field: 8", "nuclei_per_field: 9"))
     before = manifest(smoke_copy)
 
-    assert run_cli(smoke_copy, "--dry-run", root=REPO) == 0
+    assert run_cli(smoke_copy, "--dry-run", "--stages", "data", root=REPO) == 0
     assert "run   00_data  params changed" in capsys.readouterr().out
-    assert run_cli(smoke_copy, root=REPO) == 0
+    assert run_cli(smoke_copy, "--stages", "data", root=REPO) == 0
     assert "ran 1, skipped 0, failed 0" in capsys.readouterr().out
     after = manifest(smoke_copy)
     assert after["status"] == "complete" and after["key"] != before["key"]

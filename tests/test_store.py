@@ -13,17 +13,16 @@ def make_shard(folder, shard_id: str, n: int, offset: int) -> np.ndarray:
     crops = (np.arange(n)[:, None, None] + offset + np.zeros((1, 8, 8))).astype(np.uint8)
     nuclei = pd.DataFrame({"Metadata_Plate": shard_id, "label": np.arange(1, n + 1), "value": offset + np.arange(n)})
     fields = pd.DataFrame({"Metadata_Plate": [shard_id], "n_nuclei": [n]})
-    store.write_shard(folder, shard_id, crops, nuclei, fields)
+    store.write_shard(folder, shard_id, crops, {"nuclei": nuclei, "images": fields})
     return crops
 
 
 def test_consolidated_store_keeps_shard_order_and_crop_rows(tmp_path):
     expected = [make_shard(tmp_path, "b", 5, 100), make_shard(tmp_path, "a", 0, 0), make_shard(tmp_path, "c", 7, 10)]
     assert store.shard_done(tmp_path, "b") and not store.shard_done(tmp_path, "zzz")
-    summary = store.consolidate(tmp_path, ["b", "a", "c"], crop_size=8, chunk=4)
-    assert summary == {"n_nuclei": 12, "n_fields": 3}
+    assert store.consolidate(tmp_path, ["b", "a", "c"], crop_size=8, tables=["nuclei", "images"], chunk=4) == 12
 
-    nuclei = pd.read_parquet(tmp_path / store.NUCLEI)
+    nuclei = pd.read_parquet(tmp_path / "nuclei.parquet")
     crops = store.open_crops(tmp_path)
     assert crops.shape == (12, 8, 8) and crops.chunks == (4, 8, 8)
     np.testing.assert_array_equal(crops[:], np.concatenate(expected))
@@ -31,13 +30,13 @@ def test_consolidated_store_keeps_shard_order_and_crop_rows(tmp_path):
     np.testing.assert_array_equal(crops[:][:, 0, 0], nuclei["value"].to_numpy())  # crop i is row i
     picks = np.array([11, 0, 6, 6, 3])
     np.testing.assert_array_equal(store.read_crops(crops, picks), np.concatenate(expected)[picks])
-    assert list(pd.read_parquet(tmp_path / store.FIELDS)["n_nuclei"]) == [5, 0, 7]
+    assert list(pd.read_parquet(tmp_path / "images.parquet")["n_nuclei"]) == [5, 0, 7]
 
 
 def test_unfinished_shard_blocks_consolidation_and_mismatch_is_refused(tmp_path):
     make_shard(tmp_path, "a", 3, 0)
     with pytest.raises(FileNotFoundError, match="not finished"):
-        store.consolidate(tmp_path, ["a", "b"], crop_size=8)
+        store.consolidate(tmp_path, ["a", "b"], crop_size=8, tables=["nuclei"])
     with pytest.raises(ValueError, match="2 crops for 3 nuclei"):
-        store.write_shard(tmp_path, "x", np.zeros((2, 8, 8), np.uint8), pd.DataFrame({"a": [1, 2, 3]}), pd.DataFrame())
+        store.write_shard(tmp_path, "x", np.zeros((2, 8, 8), np.uint8), {"nuclei": pd.DataFrame({"a": [1, 2, 3]})})
     assert not store.shard_done(tmp_path, "x")

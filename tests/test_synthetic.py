@@ -248,9 +248,14 @@ def test_missing_real_inputs_are_listed_with_their_source(tmp_path):
     assert "GSE146773" in message and "iRefIndex" in message and str(raw.image_metadata) in message
 
     raw.image_metadata.parent.mkdir(parents=True)
-    pd.DataFrame({"Image_Metadata_Plate": [41744, 41744],
+    pd.DataFrame({"Image_Metadata_Plate": [41744, 41744], "Image_Metadata_Well": ["b01", "b01"],
+                  "Image_Metadata_Site": [1, 2], "Image_Metadata_GeneSymbol": ["EMPTY", "EMPTY"],
                   "Image_FileName_OrigHoechst": ["a_b01_s1_w1.tif", "a_b01_s2_w1.tif"]}).to_csv(raw.image_metadata, index=False)
     (raw.images / "41744").mkdir(parents=True)
     (raw.images / "41744" / "a_b01_s1_w1.tif").write_bytes(b"")
     images = check_raw_inputs(raw, "rohban").set_index("key").loc["images"]
     assert not images["present"] and "1 of 2" in images["what"] and "a_b01_s2_w1.tif" in images["what"]
+
+    pd.DataFrame({"plate": [1]}).to_csv(raw.image_metadata, index=False)
+    images = check_raw_inputs(raw, "rohban").set_index("key").loc["images"]
+    assert not images["present"] and "unreadable image table" in images["what"]

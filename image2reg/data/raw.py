@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from image2reg.data.cellpainting import ImageTableError, read_image_table
 from image2reg.layout import RawLayout
 
 
@@ -86,11 +87,13 @@ def check_raw_inputs(raw: RawLayout, source: str) -> pd.DataFrame:
 
 def _check_images(raw: RawLayout) -> dict:
     row = {"key": "images", "path": str(raw.images), "what": "fields of view named in the metadata",
-           "source": "images/<plate>/<Image_FileName_OrigHoechst>"}
+           "source": "images/<plate>/<file name>"}
     if not raw.image_metadata.is_file():
         return {**row, "present": False, "what": row["what"] + " (cannot check without the metadata)"}
-    metadata = pd.read_csv(raw.image_metadata, usecols=["Image_Metadata_Plate", "Image_FileName_OrigHoechst"])
-    paths = [raw.images / str(plate) / name for plate, name in metadata.itertuples(index=False)]
+    try:
+        paths = [raw.root / path for path in read_image_table(raw)["Metadata_PathName"]]
+    except ImageTableError as error:
+        return {**row, "present": False, "what": f"unreadable image table: {error}"}
     missing = [p for p in paths if not p.is_file()]
     what = f"{len(paths) - len(missing)} of {len(paths)} fields of view present"
     if missing:

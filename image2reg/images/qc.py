@@ -141,6 +141,23 @@ def _parse_outliers(outlier_plates: Iterable[int | str],
     return plates, wells
 
 
+def outlier_fields(table: pd.DataFrame, outlier_plates: Iterable[int | str] = (),
+                   outlier_wells: Iterable[str] = ()) -> pd.Series:
+    """Whether each field (``Metadata_Plate``, ``Metadata_Well``) lies on an excluded plate or well.
+
+    Wells are ``"plate/well"`` strings compared case- and zero-padding-insensitively; an entry that
+    matches no field is logged, a malformed one is a ValueError naming it.
+    """
+    plates, wells = _parse_outliers(outlier_plates, outlier_wells)
+    plate = table["Metadata_Plate"].astype(str).str.strip()
+    well = table["Metadata_Well"].map(_canonical_well)
+    in_wells = pd.Series(list(zip(plate, well)), index=table.index).isin(wells)
+    unmatched = sorted(plates - set(plate)) + [f"{p}/{w}" for p, w in sorted(wells - set(zip(plate, well)))]
+    if unmatched:
+        logger.warning("outlier entries that match no field: %s", ", ".join(unmatched))
+    return plate.isin(plates) | in_wells
+
+
 def flag_fields(
     table: pd.DataFrame,
     *,
@@ -181,7 +198,6 @@ def flag_fields(
         A copy of ``table`` with boolean columns ``QC_blurry``, ``QC_saturated``, ``QC_outlier`` and
         ``QC_pass`` (none of the three).
     """
-    plates, wells = _parse_outliers(outlier_plates, outlier_wells)
     missing = {"Metadata_Plate", "Metadata_Well", group, POWER_LOG_LOG_SLOPE, SATURATED_FRACTION} - set(table.columns)
     if missing:
         raise KeyError(f"flag_fields needs the columns {sorted(missing)}")
@@ -198,13 +214,7 @@ def flag_fields(
     out["QC_blurry"] = blurry.to_numpy(bool)
     out["QC_saturated"] = (out[SATURATED_FRACTION] > saturation_max_fraction).to_numpy(bool)
 
-    plate = out["Metadata_Plate"].astype(str).str.strip()
-    well = out["Metadata_Well"].map(_canonical_well)
-    in_wells = pd.Series(list(zip(plate, well)), index=out.index).isin(wells)
-    out["QC_outlier"] = (plate.isin(plates) | in_wells).to_numpy(bool)
-    unmatched = sorted(plates - set(plate)) + [f"{p}/{w}" for p, w in sorted(wells - set(zip(plate, well)))]
-    if unmatched:
-        logger.warning("outlier entries that match no field: %s", ", ".join(unmatched))
+    out["QC_outlier"] = outlier_fields(out, outlier_plates, outlier_wells).to_numpy(bool)
     out["QC_pass"] = ~(out["QC_blurry"] | out["QC_saturated"] | out["QC_outlier"])
     logger.info("field QC: %d of %d fields pass (%d blurry, %d saturated, %d outlier)", out["QC_pass"].sum(),
                 len(out), out["QC_blurry"].sum(), out["QC_saturated"].sum(), out["QC_outlier"].sum())

@@ -1,0 +1,276 @@
+"""Stage 01: fields of view → illumination correction, QC, segmentation, nucleus filters, crops.
+
+One pass over every field, spread over workers in shards of a few fields (see
+:mod:`image2reg.execute`); each shard's results are written as soon as it finishes, so a killed run
+resumes without redoing finished shards, and a corrupt or missing image is recorded and skipped
+without stopping the run. Illumination functions are estimated per plate first. Per-plate QC flags
+need every field's measures, so they are set after the pass; nuclei of flagged fields stay in the
+tables, marked ``QC_pass = False``, so the report can show what was flagged.
+
+Outputs in ``out_dir``: ``nuclei.zarr`` (crops), ``nuclei.parquet`` (one row per crop),
+``nuclei_dropped.parquet`` (nuclei removed by a filter, with the reason), ``images.parquet`` (one
+row per field: QC measures, flags, counts, errors) and ``illumination/<plate>.tif``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+from image2reg.config import ImagesStageParams
+from image2reg.execute import map_tasks
+from image2reg.images import store
+from image2reg.images.illumination import correct_illumination, estimate_illumination, read_illumination_function
+from image2reg.images.nuclei import crop_nuclei, filter_nuclei, measure_nuclei
+from image2reg.images.qc import field_qc, flag_fields, outlier_fields
+from image2reg.images.segmentation import make_segmenter, match_labels
+from image2reg.layout import RawLayout, atomic_path
+
+logger = logging.getLogger("image2reg")
+
+#: Columns the field table given to :func:`preprocess_images` must have.
+FIELD_COLUMNS = ("Metadata_Plate", "Metadata_Well", "Metadata_Site", "image_path")
+TABLES = ("nuclei", "nuclei_dropped", "images")
+TOO_LARGE = "larger_than_crop"
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """A few fields of one plate, processed by one worker (plain data: it crosses processes)."""
+
+    shard_id: str
+    fields: list[dict]
+    illumination: str | None
+    params: ImagesStageParams
+    out_dir: str
+
+
+def field_inputs(images: pd.DataFrame, raw: RawLayout, supplied_masks: bool) -> pd.DataFrame:
+    """The field table of :func:`preprocess_images` from a normalised image table
+    (:func:`image2reg.data.cellpainting.read_image_table`): absolute image, mask and illumination paths."""
+    fields = images.copy()
+    fields["image_path"] = [str(raw.root / path) for path in images["Metadata_PathName"]]
+    if supplied_masks:
+        fields["mask_path"] = [str(raw.masks / str(plate) / name)
+                               for plate, name in zip(images["Metadata_Plate"], images["Metadata_FileName"])]
+    if "Metadata_IllumPathName" in images:
+        fields["illumination_path"] = [str(raw.root / path) if isinstance(path, str) else None
+                                       for path in images["Metadata_IllumPathName"]]
+    return fields
+
+
+def illumination_path(out_dir: Path, plate: str) -> Path:
+    return Path(out_dir) / "illumination" / f"{plate}.tif"
+
+
+def _estimate_plate(task: tuple[str, list[str], str, ImagesStageParams]) -> str:
+    plate, paths, target, params = task
+    images = (tifffile.imread(path) for path in paths)
+    function = estimate_illumination(images, smoothing_sigma=params.illumination.smoothing_sigma,
+                                     downsample=params.illumination.downsample)
+    with atomic_path(target) as tmp:
+        tifffile.imwrite(tmp, function.astype(np.float32))
+    return plate
+
+
+def prepare_illumination(fields: pd.DataFrame, out_dir: Path, params: ImagesStageParams,
+                         progress_bar: bool = True) -> dict[str, str | None]:
+    """The illumination function of every plate: estimated (and saved), published, or none."""
+    method = params.illumination.method
+    plates = sorted(fields["Metadata_Plate"].astype(str).unique())
+    if method == "none":
+        return {plate: None for plate in plates}
+    if method == "published":
+        if "illumination_path" not in fields:
+            raise KeyError("illumination method 'published' needs an 'illumination_path' column in the image table")
+        first = fields.groupby(fields["Metadata_Plate"].astype(str))["illumination_path"].first()
+        return {plate: str(first[plate]) for plate in plates}
+    tasks = []
+    for plate in plates:
+        target = illumination_path(out_dir, plate)
+        if target.is_file():
+            continue
+        paths = fields.loc[fields["Metadata_Plate"].astype(str) == plate, "image_path"].to_numpy()
+        step = max(1, len(paths) // params.illumination.max_fields_per_plate)
+        tasks.append((plate, [str(p) for p in paths[::step][: params.illumination.max_fields_per_plate]],
+                      str(target), params))
+    for _ in map_tasks(_estimate_plate, tasks, params.execution, progress_bar=progress_bar,
+                       desc="illumination", unit="plate"):
+        pass
+    return {plate: str(illumination_path(out_dir, plate)) for plate in plates}
+
+
+def process_field(image: np.ndarray, illumination: np.ndarray | None,
+                  segment: Callable[[np.ndarray, Path | None], np.ndarray], mask_path: Path | None,
+                  params: ImagesStageParams) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """QC, correct, segment, measure, filter and crop one field.
+
+    Returns
+    -------
+    qc
+        The field's QC measures and nucleus counts.
+    kept, dropped
+        Shape measures of the kept nuclei (one per crop) and of the dropped ones (with ``drop_reason``).
+    crops
+        uint8, len(kept) × crop_size × crop_size.
+    """
+    qc = field_qc(image)
+    corrected = image.astype(np.float32) if illumination is None else correct_illumination(image, illumination)
+    labels = segment(corrected, mask_path)
+    table = measure_nuclei(labels, corrected)
+    table["drop_reason"] = filter_nuclei(table, **params.filters.model_dump())
+    candidates = table[table["drop_reason"] == ""]
+    crops, fits = crop_nuclei(corrected, labels, candidates, size=params.crop_size)
+    table.loc[candidates.index[~fits], "drop_reason"] = TOO_LARGE
+    kept = table[table["drop_reason"] == ""].drop(columns="drop_reason")
+    qc.update(n_segmented=len(table), n_nuclei=len(kept))
+    return qc, kept.reset_index(drop=True), table[table["drop_reason"] != ""].reset_index(drop=True), crops[fits]
+
+
+def _process_shard(task: ShardTask) -> tuple[str, int]:
+    """Process a shard's fields and write its results; returns the shard id and its number of errors."""
+    seg = task.params.segmentation
+    segment = make_segmenter(seg.method, nucleus_diameter=seg.nucleus_diameter, cellpose_model=seg.cellpose_model)
+    illumination = read_illumination_function(task.illumination) if task.illumination else None
+    rows, kept_tables, dropped_tables, crop_blocks = [], [], [], []
+    for field in task.fields:
+        metadata = {key: value for key, value in field.items() if key.startswith("Metadata_")}
+        try:
+            image = tifffile.imread(field["image_path"])
+            mask = field.get("mask_path")
+            qc, kept, dropped, crops = process_field(image, illumination, segment,
+                                                      Path(mask) if mask else None, task.params)
+        except Exception as error:  # noqa: BLE001 - one bad field must not stop a screen
+            logger.warning("skipping %s: %s: %s", field["image_path"], type(error).__name__, error)
+            rows.append({**metadata, "image_path": field["image_path"], "error": f"{type(error).__name__}: {error}"})
+            continue
+        rows.append({**metadata, "image_path": field["image_path"], "error": "", **qc})
+        for table in (kept, dropped):
+            for key, value in reversed(metadata.items()):
+                table.insert(0, key, value)
+            table["image_path"] = field["image_path"]
+        kept_tables.append(kept)
+        dropped_tables.append(dropped)
+        crop_blocks.append(crops)
+    size = task.params.crop_size
+    store.write_shard(task.out_dir, task.shard_id,
+                      np.concatenate(crop_blocks) if crop_blocks else np.zeros((0, size, size), np.uint8),
+                      {"nuclei": _concat(kept_tables), "nuclei_dropped": _concat(dropped_tables),
+                       "images": pd.DataFrame(rows)})
+    return task.shard_id, sum(bool(row["error"]) for row in rows)
+
+
+def _concat(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    tables = [t for t in tables if len(t)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def shard_fields(fields: pd.DataFrame, shard_size: int) -> list[tuple[str, pd.DataFrame]]:
+    """Split the fields into shards of at most ``shard_size`` fields of one plate, in a fixed order."""
+    ordered = fields.sort_values(["Metadata_Plate", "Metadata_Well", "Metadata_Site"], kind="stable")
+    shards = []
+    for plate, group in ordered.groupby(ordered["Metadata_Plate"].astype(str), sort=True):
+        for k, start in enumerate(range(0, len(group), shard_size)):
+            shards.append((f"{plate}-{k:05d}", group.iloc[start:start + shard_size]))
+    return shards
+
+
+def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesStageParams,
+                      progress_bar: bool = True) -> dict:
+    """Run stage 01 on a table of fields.
+
+    Parameters
+    ----------
+    fields
+        One row per field of view with :data:`FIELD_COLUMNS` (``image_path`` absolute), any other
+        ``Metadata_*`` columns to carry into the outputs, and optionally ``mask_path`` (for supplied
+        masks) and ``illumination_path`` (for published illumination functions).
+    out_dir
+        The stage's artifact folder; finished shards found there are not redone.
+    params
+        The stage's params.
+
+    Returns
+    -------
+    dict
+        Counts: fields (processed, outliers left out, failed, flagged), nuclei kept and dropped, seconds.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    missing = [column for column in FIELD_COLUMNS if column not in fields]
+    if missing:
+        raise KeyError(f"the field table lacks column(s) {missing}")
+    outliers = outlier_fields(fields, params.qc.outlier_plates, params.qc.outlier_wells).to_numpy(bool)
+    kept_fields = fields[~outliers]
+
+    illumination = prepare_illumination(kept_fields, out_dir, params, progress_bar)
+    shards = shard_fields(kept_fields, params.shard_size)
+    columns = [c for c in kept_fields.columns if c.startswith("Metadata_") or c in ("image_path", "mask_path")]
+    pending = [ShardTask(shard_id, group[columns].to_dict("records"), illumination[str(group["Metadata_Plate"].iat[0])],
+                         params, str(out_dir))
+               for shard_id, group in shards if not store.shard_done(out_dir, shard_id)]
+    if len(pending) < len(shards):
+        logger.info("resuming: %d of %d shards already done", len(shards) - len(pending), len(shards))
+    for _ in map_tasks(_process_shard, pending, params.execution, progress_bar=progress_bar,
+                       desc="fields", unit="shard"):
+        pass
+    n_kept = store.consolidate(out_dir, [shard_id for shard_id, _ in shards], params.crop_size, TABLES)
+    images = _flag(out_dir, params)
+    dropped = pd.read_parquet(out_dir / "nuclei_dropped.parquet", columns=[])
+    return {"fields": len(images), "outlier_fields_left_out": int(outliers.sum()),
+            "failed_fields": int((images["error"] != "").sum()), "flagged_fields": int((~images["QC_pass"]).sum()),
+            "nuclei": n_kept, "nuclei_dropped": len(dropped), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _flag(out_dir: Path, params: ImagesStageParams) -> pd.DataFrame:
+    """Set the per-plate QC flags on the field table and carry ``QC_pass`` into the nucleus tables."""
+    images = pd.read_parquet(out_dir / "images.parquet")
+    measured = images["error"] == ""
+    flagged = flag_fields(images[measured], blur_max_slope=params.qc.blur_max_slope, blur_mad_k=params.qc.blur_mad_k,
+                          saturation_max_fraction=params.qc.saturation_max_fraction)
+    for column in ("QC_blurry", "QC_saturated", "QC_outlier", "QC_pass"):
+        images[column] = False
+        images.loc[measured, column] = flagged[column].to_numpy()
+    with atomic_path(out_dir / "images.parquet") as tmp:
+        images.to_parquet(tmp, index=False)
+    passing = images.set_index("image_path")["QC_pass"]
+    for name in ("nuclei", "nuclei_dropped"):
+        table = pd.read_parquet(out_dir / f"{name}.parquet")
+        table["QC_pass"] = table["image_path"].map(passing).astype(bool) if len(table) else pd.Series(dtype=bool)
+        with atomic_path(out_dir / f"{name}.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+    return images
+
+
+def evaluate_segmentation(fields: pd.DataFrame, truth_masks: list[Path], illumination: dict[str, str | None],
+                          params: ImagesStageParams, iou_threshold: float = 0.5) -> pd.DataFrame:
+    """Segment fields again and score them against ground-truth masks (F1 at an IoU threshold).
+
+    Returns one row per field with ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1`` and
+    ``mean_iou``; sum ``tp``/``fp``/``fn`` for the overall F1.
+    """
+    seg = params.segmentation
+    segment = make_segmenter(seg.method, nucleus_diameter=seg.nucleus_diameter, cellpose_model=seg.cellpose_model)
+    functions = {plate: read_illumination_function(path) for plate, path in illumination.items() if path}
+    rows = []
+    for field, truth_path in zip(fields.itertuples(index=False), truth_masks):
+        image = tifffile.imread(field.image_path)
+        function = functions.get(str(field.Metadata_Plate))
+        corrected = image.astype(np.float32) if function is None else correct_illumination(image, function)
+        scores = match_labels(tifffile.imread(truth_path), segment(corrected, None), iou_threshold=iou_threshold)
+        rows.append({"Metadata_Plate": field.Metadata_Plate, "Metadata_Well": field.Metadata_Well,
+                     "Metadata_Site": field.Metadata_Site, **scores})
+    return pd.DataFrame(rows)
+
+
+def overall_f1(scores: pd.DataFrame) -> float:
+    """F1 over all objects of all fields (not the mean of per-field F1s)."""
+    tp, fp, fn = scores["tp"].sum(), scores["fp"].sum(), scores["fn"].sum()
+    return float(2 * tp / max(2 * tp + fp + fn, 1))
