@@ -27,7 +27,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage, sparse
 from scipy.optimize import linear_sum_assignment
-from skimage import feature, filters, measure, segmentation
+from skimage import feature, filters, segmentation
 
 logger = logging.getLogger("image2reg")
 
