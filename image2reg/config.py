@@ -86,18 +86,31 @@ class SyntheticParams(StrictModel):
     screen: SyntheticScreenParams
 
 
+class DownloadParams(StrictModel):
+    """Fetch the DNA images (and illumination functions) of a real screen from the Cell Painting Gallery."""
+
+    plates: list[str] | None = Field(default=None, description="only these plates (default: all)")
+    genes: list[str] | None = Field(default=None, description="only these genes (the control is always kept)")
+    max_fields: int | None = Field(default=None, ge=1, description="at most this many fields, spread over conditions")
+    workers: int = Field(default=8, ge=1, description="parallel downloads")
+    endpoint_url: str | None = Field(default=None, description="an S3-compatible server instead of AWS")
+
+
 class DataStageParams(StrictModel):
-    """Stage 00: synthesize the demo world, or check the raw inputs of a real dataset."""
+    """Stage 00: synthesize the demo world, or fetch (optionally) and check the raw inputs of a real dataset."""
 
     source: Literal["synthetic", "rohban", "jump"]
     synthetic: SyntheticParams | None = None
+    download: DownloadParams | None = None
 
     @model_validator(mode="after")
-    def _synthetic_block(self) -> "DataStageParams":
+    def _blocks(self) -> "DataStageParams":
         if self.source == "synthetic" and self.synthetic is None:
             raise ValueError("source 'synthetic' needs a 'synthetic' block")
         if self.source != "synthetic" and self.synthetic is not None:
             raise ValueError(f"a 'synthetic' block is only used with source 'synthetic', not '{self.source}'")
+        if self.source == "synthetic" and self.download is not None:
+            raise ValueError("a 'download' block is only used with source 'rohban' or 'jump'")
         return self
 
 

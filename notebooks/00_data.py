@@ -24,8 +24,9 @@
 #   (`image2reg.data.synthetic`): gene modules with hidden latent programs, an interactome, single-cell
 #   and bulk expression, gene sets, and 16-bit fields of view of nuclei whose morphology follows the
 #   perturbed gene's program.
-# - **rohban / jump**: the expected raw inputs are checked, and anything missing is listed with its
-#   source.
+# - **rohban / jump**: the DNA images (and published illumination functions) are fetched from the Cell
+#   Painting Gallery when the params have a `download` block (resumable: finished files are skipped),
+#   then every expected raw input is checked, and anything missing is listed with its source.
 
 # %% tags=["parameters"]
 dataset = "demo"
@@ -39,6 +40,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
+from image2reg.data.cellpainting import GallerySource, download, plan_downloads
 from image2reg.data.raw import check_raw_inputs, raise_for_missing
 from image2reg.data.synthetic import CONTROL, read_world_info, synthesize_world
 from image2reg.notebook import setup_stage
@@ -58,6 +60,13 @@ if data_params.source == "synthetic":
     source = "synthetic"
 else:
     source = data_params.source
+    fetch = data_params.download
+    if fetch is not None:
+        subset = {key: value for key, value in
+                  {"plates": fetch.plates, "genes": fetch.genes, "max_fields": fetch.max_fields}.items() if value}
+        plan = plan_downloads(source, raw, subset=subset, source=GallerySource(endpoint_url=fetch.endpoint_url))
+        print(plan.summary())
+        download(plan, workers=fetch.workers)
 inputs = check_raw_inputs(raw, source)
 display(inputs)
 raise_for_missing(inputs, raw, source)

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import tifffile
 import urllib3
+import yaml
 
 from image2reg.config import load_params
 from image2reg.data import synthetic
@@ -603,3 +604,23 @@ def test_read_image_table_names_file_and_missing_columns(tmp_path):
         read_image_table(raw)
     with pytest.raises(FileNotFoundError, match="no image table"):
         read_image_table(RawLayout(tmp_path / "elsewhere"))
+
+
+def test_stage_00_downloads_a_real_screen_then_lists_what_else_is_missing(gallery, tmp_path, capsys):
+    """The runbook's data stage on the Rohban layout: images arrive, the omics are reported missing."""
+    from image2reg.runbook import main
+
+    params = {"dataset": "rohban", "seed": 0, "folds": 1,
+              "stages": {"data": {"source": "rohban",
+                                  "download": {"plates": None, "genes": None, "max_fields": None,
+                                               "workers": 2, "endpoint_url": gallery.endpoint}}}}
+    path = tmp_path / "rohban.yml"
+    path.write_text(yaml.safe_dump(params))
+    code = main(["--params", str(path), "--runs-dir", str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports"),
+                 "--no-html"], root=Path(__file__).resolve().parents[1])
+    err = capsys.readouterr().err
+    raw = RawLayout(tmp_path / "runs" / "rohban" / "raw")
+    images = read_image_table(raw)
+    assert code == 1 and "MissingRawInputsError" in err
+    assert len(images) and all((raw.root / p).is_file() for p in images["Metadata_PathName"])
+    assert "ppi" in err and "GSE146773" in err and "- images:" not in err and "- image_metadata:" not in err

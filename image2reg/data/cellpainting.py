@@ -117,8 +117,8 @@ class _PermanentError(Exception):
 class GallerySource:
     """Unsigned, read-only access to a public S3 bucket (the S3 REST API over HTTPS).
 
-    Plain REST over urllib3 rather than boto3: botocore requires python-dateutil<3, which the project's
-    pinned python-dateutil excludes, and two unsigned calls (ListObjectsV2, GET) are all that is needed.
+    Plain REST over urllib3 rather than boto3: two unsigned calls (ListObjectsV2, GET) are all that is
+    needed, and urllib3 is already installed, whereas boto3 would add the AWS SDK to every install.
 
     Parameters
     ----------
