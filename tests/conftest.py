@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from image2reg.config import load_params
+from image2reg.data import synthetic
+from image2reg.layout import RawLayout
 from image2reg.runbook import main
 from image2reg.stages import STAGES, Stage
 
@@ -73,3 +76,12 @@ def run_cli() -> Callable[..., int]:
         return main(_cli_args(workdir, *extra), root=root or workdir, stages=stages)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def smoke_world(tmp_path_factory: pytest.TempPathFactory) -> RawLayout:
+    """The synthetic world of ``params/smoke.yml``, made once per session; tests must not modify it."""
+    params = load_params(REPO / "params" / "smoke.yml")
+    raw = RawLayout(tmp_path_factory.mktemp("smoke_world") / "raw")
+    synthetic.synthesize_world(params.stage("data").synthetic, raw, params.seed, progress_bar=False)
+    return raw

@@ -24,7 +24,6 @@ import tifffile
 import urllib3
 import yaml
 
-from image2reg.config import load_params
 from image2reg.data import synthetic
 from image2reg.data.cellpainting import (
     IMAGE_COLUMNS,
@@ -44,7 +43,6 @@ from image2reg.data.cellpainting import (
 )
 from image2reg.layout import RawLayout
 
-ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "cellpainting-gallery"
 
 # ---------------------------------------------------------------------------------------------
@@ -561,10 +559,8 @@ def test_jump_normalisation_renames_bfp_and_keeps_other_controls_apart():
     assert normalized["Metadata_ImageURL"].str.endswith("Images/r01c01f01p01-ch5sk1fk1fl1.tiff").iat[0]
 
 
-def test_read_image_table_reads_the_synthetic_world(tmp_path):
-    params = load_params(ROOT / "params" / "smoke.yml")
-    raw = RawLayout(tmp_path / "raw")
-    synthetic.synthesize_world(params.stage("data").synthetic, raw, params.seed, progress_bar=False)
+def test_read_image_table_reads_the_synthetic_world(smoke_world, tmp_path):
+    raw = smoke_world
     table = read_image_table(raw)
     written = pd.read_csv(raw.image_metadata)
     assert len(table) == len(written)
@@ -576,8 +572,9 @@ def test_read_image_table_reads_the_synthetic_world(tmp_path):
     assert (two_alleles == 2).any()  # alleles pooled under one gene
     assert "Metadata_QCFlag_isBlurry" in table
 
-    write_image_table(table, raw)  # the normalised convention reads back identically
-    pd.testing.assert_frame_equal(read_image_table(raw), table)
+    copy = RawLayout(tmp_path / "raw")  # the shared world stays as it is
+    write_image_table(table, copy)  # the normalised convention reads back identically
+    pd.testing.assert_frame_equal(read_image_table(copy), table)
 
 
 def test_read_image_table_names_file_and_missing_columns(tmp_path):

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 
-from image2reg.config import load_params
 from image2reg.data import synthetic
 from image2reg.images.illumination import correct_illumination, estimate_illumination, read_illumination_function
-from image2reg.layout import RawLayout
 
-ROOT = Path(__file__).resolve().parents[1]
 BACKGROUND = 1000.0
 
 
@@ -60,10 +56,8 @@ def test_mean_estimate_streams_fields_of_any_shape():
     assert np.abs(relative).max() < 0.05
 
 
-def test_per_plate_estimate_matches_the_synthetic_ground_truth(tmp_path):
-    params = load_params(ROOT / "params" / "smoke.yml")
-    raw = RawLayout(tmp_path / "raw")
-    synthetic.synthesize_world(params.stage("data").synthetic, raw, params.seed, progress_bar=False)
+def test_per_plate_estimate_matches_the_synthetic_ground_truth(smoke_world):
+    raw = smoke_world
     metadata = pd.read_csv(raw.image_metadata)
     for plate, group in metadata.groupby("Image_Metadata_Plate"):
         images = (tifffile.imread(raw.images / str(plate) / name) for name in group["Image_FileName_OrigHoechst"])

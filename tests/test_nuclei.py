@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 
-from image2reg.config import load_params
-from image2reg.data import synthetic
 from image2reg.images.nuclei import SHAPE_COLUMNS, crop_nuclei, filter_nuclei, measure_nuclei
-from image2reg.layout import RawLayout
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def shapes() -> np.ndarray:
@@ -126,10 +121,8 @@ def test_nuclei_larger_than_the_crop_are_flagged_not_cropped():
     assert empty.shape == (0, 64, 64) and empty_fits.shape == (0,)
 
 
-def test_measures_match_the_truth_of_the_synthetic_world(tmp_path):
-    params = load_params(ROOT / "params" / "smoke.yml")
-    raw = RawLayout(tmp_path / "raw")
-    synthetic.synthesize_world(params.stage("data").synthetic, raw, params.seed, progress_bar=False)
+def test_measures_match_the_truth_of_the_synthetic_world(smoke_world):
+    raw = smoke_world
     truth = pd.read_parquet(raw.truth / "nuclei.parquet")
     metadata = pd.read_csv(raw.image_metadata)
     for plate, name in zip(metadata["Image_Metadata_Plate"], metadata["Image_FileName_OrigHoechst"]):

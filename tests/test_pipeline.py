@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from image2reg.config import load_params
-from image2reg.data import synthetic
 from image2reg.data.cellpainting import read_image_table
 from image2reg.execute import ExecutionParams
 from image2reg.images import pipeline, store
@@ -25,11 +24,8 @@ def stage_params(**changes):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> RawLayout:
-    params = load_params(ROOT / "params" / "smoke.yml")
-    raw = RawLayout(tmp_path_factory.mktemp("world") / "raw")
-    synthetic.synthesize_world(params.stage("data").synthetic, raw, params.seed, progress_bar=False)
-    return raw
+def world(smoke_world) -> RawLayout:
+    return smoke_world
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,8 @@ import tifffile
 from scipy import ndimage
 
 from image2reg.config import load_params
-from image2reg.data import synthetic
 from image2reg.images.segmentation import (cellpose_segmenter, make_segmenter, match_labels, pool_matches,
                                            read_mask, segment_nuclei)
-from image2reg.layout import RawLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "tests" / "fixtures" / "real_nuclei"
@@ -197,14 +195,6 @@ def test_segment_nuclei_rejects_bad_input():
         segment_nuclei(np.full((8, 8), np.nan))
     with pytest.raises(ValueError, match="threshold"):
         segment_nuclei(np.zeros((8, 8)), threshold="triangle")
-
-
-@pytest.fixture(scope="module")
-def smoke_world(tmp_path_factory) -> RawLayout:
-    params = load_params(ROOT / "params" / "smoke.yml")
-    raw = RawLayout(tmp_path_factory.mktemp("world") / "raw")
-    synthetic.synthesize_world(params.stage("data").synthetic, raw, params.seed, progress_bar=False)
-    return raw
 
 
 def test_fields_of_the_synthetic_world_are_segmented_like_the_truth(smoke_world):
