@@ -11,6 +11,9 @@ import yaml
 
 from image2reg.config import load_params
 from image2reg.data import synthetic
+from image2reg.data.cellpainting import read_image_table
+from image2reg.execute import ExecutionParams
+from image2reg.images import pipeline
 from image2reg.layout import RawLayout
 from image2reg.runbook import main
 from image2reg.stages import STAGES, Stage
@@ -85,3 +88,17 @@ def smoke_world(tmp_path_factory: pytest.TempPathFactory) -> RawLayout:
     raw = RawLayout(tmp_path_factory.mktemp("smoke_world") / "raw")
     synthetic.synthesize_world(params.stage("data").synthetic, raw, params.seed, progress_bar=False)
     return raw
+
+
+@pytest.fixture(scope="session")
+def run_stage01() -> Callable[[RawLayout, Path], Path]:
+    """Stage 01 with the smoke params, in-process, on a raw world; returns the output folder."""
+
+    def run(raw: RawLayout, out: Path) -> Path:
+        params = load_params(REPO / "params" / "smoke.yml").stage("images")
+        params = params.model_copy(update={"execution": ExecutionParams(backend="inprocess")})
+        fields = pipeline.field_inputs(read_image_table(raw), raw, supplied_masks=False)
+        pipeline.preprocess_images(fields, out, params, progress_bar=False)
+        return out
+
+    return run

@@ -15,24 +15,15 @@ import zarr
 
 from image2reg.cnn import datasets
 from image2reg.cnn.datasets import NucleusBatches, RegionCutter, load_crops
-from image2reg.config import load_params
-from image2reg.data.cellpainting import read_image_table
-from image2reg.execute import ExecutionParams
 from image2reg.images import pipeline, store
 from image2reg.images.illumination import correct_illumination, read_illumination_function
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64  # region side for the 160 px smoke fields: many nuclei lie within 32 px of a border
 
 
 @pytest.fixture(scope="module")
-def stage01(smoke_world, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("images")
-    params = load_params(ROOT / "params" / "smoke.yml").stage("images")
-    params = params.model_copy(update={"execution": ExecutionParams(backend="inprocess")})
-    fields = pipeline.field_inputs(read_image_table(smoke_world), smoke_world, supplied_masks=False)
-    pipeline.preprocess_images(fields, out, params, progress_bar=False)
-    return out
+def stage01(smoke_world, tmp_path_factory, run_stage01) -> Path:
+    return run_stage01(smoke_world, tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="module")

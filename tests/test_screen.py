@@ -24,7 +24,6 @@ from image2reg.cnn.screen import (
 from image2reg.cnn.train import TrainingParams
 from image2reg.config import load_params
 from image2reg.data import synthetic
-from image2reg.data.cellpainting import read_image_table
 from image2reg.execute import ExecutionParams
 from image2reg.images import pipeline
 from image2reg.layout import RawLayout
@@ -39,7 +38,7 @@ TOO_SMALL = {"GENE005": 3, "GENE008": 3, "GENE012": 3}
 
 
 @pytest.fixture(scope="module")
-def stage01(tmp_path_factory) -> Path:
+def stage01(tmp_path_factory, run_stage01) -> Path:
     """Stage 01 on the smoke world laid out on 2 plates with 2 sites per well.
 
     The smoke world itself has one well per gene on one plate (at most 4 fields per gene, only one
@@ -50,11 +49,7 @@ def stage01(tmp_path_factory) -> Path:
     world = world.model_copy(update={"screen": world.screen.model_copy(update={"n_plates": 2, "sites_per_well": 2})})
     raw = RawLayout(tmp_path_factory.mktemp("screen_world") / "raw")
     synthetic.synthesize_world(world, raw, params.seed, progress_bar=False)
-    out = tmp_path_factory.mktemp("images")
-    images = params.stage("images").model_copy(update={"execution": ExecutionParams(backend="inprocess")})
-    fields = pipeline.field_inputs(read_image_table(raw), raw, supplied_masks=False)
-    pipeline.preprocess_images(fields, out, images, progress_bar=False)
-    return out
+    return run_stage01(raw, tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="module")
