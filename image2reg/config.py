@@ -231,29 +231,22 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 # --------------------------------------------------------------------------------------------
 # Loading with precise errors
 # --------------------------------------------------------------------------------------------
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (YAML silently keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ParamsError(
-                    f"line {key_node.start_mark.line + 1}: key '{key}' is given twice "
-                    f"(first on line {seen[key]})"
-                )
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
-
-
 def _key_lines(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:
-    """Map every key path of a YAML document to its 1-based line number."""
+    """Map every key path of a YAML document to its 1-based line number.
+
+    Raises
+    ------
+    ParamsError
+        For a key given twice in one mapping (YAML loaders silently keep the last).
+    """
     lines: dict[tuple, int] = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
             path = prefix + (key,)
+            if path in lines:
+                raise ParamsError(f"line {key_node.start_mark.line + 1}: key '{key}' is given twice "
+                                  f"(first on line {lines[path]})")
             lines[path] = key_node.start_mark.line + 1
             lines.update(_key_lines(value_node, path))
     elif isinstance(node, yaml.SequenceNode):
@@ -342,8 +335,8 @@ def load_params(path: str | Path) -> RunParams:
         raise ParamsError(f"{path}: params file not found")
     text = path.read_text()
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
         lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+        raw = yaml.safe_load(text)
     except ParamsError as error:
         raise ParamsError(f"{path}, {error}") from None
     except yaml.YAMLError as error:
