@@ -32,7 +32,6 @@ reports_dir = None
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import tifffile
 from IPython.display import display
@@ -40,10 +39,9 @@ from IPython.display import display
 from image2reg import plotting
 from image2reg.data.cellpainting import read_image_table
 from image2reg.images import store
-from image2reg.images.illumination import correct_illumination, read_illumination_function
-from image2reg.images.pipeline import (evaluate_segmentation, field_inputs, illumination_path, overall_f1,
-                                       preprocess_images)
-from image2reg.images.segmentation import make_segmenter
+from image2reg.images.illumination import read_illumination_function
+from image2reg.images.pipeline import (corrected_field, evaluate_segmentation, field_inputs, illumination_path,
+                                       overall_f1, preprocess_images, segmenter)
 from image2reg.notebook import setup_stage
 
 ctx = setup_stage("images", dataset, params_path, fold, runs_dir, reports_dir)
@@ -111,14 +109,12 @@ if functions:
 # Example fields with the segmentation outlined (yellow; the ground truth in cyan when known).
 
 # %%
-segment = make_segmenter(params.segmentation.method, nucleus_diameter=params.segmentation.nucleus_diameter,
-                         cellpose_model=params.segmentation.cellpose_model)
+segment = segmenter(params)
 passing = qc[qc["QC_pass"]].sample(3, random_state=ctx.seed)
 views, labels, masks = [], [], []
 for row in passing.itertuples():
     image = tifffile.imread(row.image_path)
-    function = functions.get(str(row.Metadata_Plate))
-    corrected = image.astype(np.float32) if function is None else correct_illumination(image, function)
+    corrected = corrected_field(image, functions.get(str(row.Metadata_Plate)))
     mask_path = fields.set_index("image_path").get("mask_path", pd.Series(dtype=str)).get(row.image_path)
     views.append(corrected)
     labels.append(segment(corrected, mask_path))

@@ -66,6 +66,17 @@ def field_inputs(images: pd.DataFrame, raw: RawLayout, supplied_masks: bool) -> 
     return fields
 
 
+def segmenter(params: ImagesStageParams) -> Callable[[np.ndarray, Path | None], np.ndarray]:
+    """The segmenter the stage's params name (see :func:`image2reg.images.segmentation.make_segmenter`)."""
+    seg = params.segmentation
+    return make_segmenter(seg.method, nucleus_diameter=seg.nucleus_diameter, cellpose_model=seg.cellpose_model)
+
+
+def corrected_field(image: np.ndarray, illumination: np.ndarray | None) -> np.ndarray:
+    """The field divided by its illumination function, as float32 (unchanged when there is none)."""
+    return image.astype(np.float32) if illumination is None else correct_illumination(image, illumination)
+
+
 def illumination_path(out_dir: Path, plate: str) -> Path:
     return Path(out_dir) / "illumination" / f"{plate}.tif"
 
@@ -122,7 +133,7 @@ def process_field(image: np.ndarray, illumination: np.ndarray | None,
         uint8, len(kept) × crop_size × crop_size.
     """
     qc = field_qc(image)
-    corrected = image.astype(np.float32) if illumination is None else correct_illumination(image, illumination)
+    corrected = corrected_field(image, illumination)
     labels = segment(corrected, mask_path)
     table = measure_nuclei(labels, corrected)
     table["drop_reason"] = filter_nuclei(table, **params.filters.model_dump())
@@ -136,8 +147,7 @@ def process_field(image: np.ndarray, illumination: np.ndarray | None,
 
 def _process_shard(task: ShardTask) -> tuple[str, int]:
     """Process a shard's fields and write its results; returns the shard id and its number of errors."""
-    seg = task.params.segmentation
-    segment = make_segmenter(seg.method, nucleus_diameter=seg.nucleus_diameter, cellpose_model=seg.cellpose_model)
+    segment = segmenter(task.params)
     illumination = read_illumination_function(task.illumination) if task.illumination else None
     rows, kept_tables, dropped_tables, crop_blocks = [], [], [], []
     for field in task.fields:
@@ -256,14 +266,12 @@ def evaluate_segmentation(fields: pd.DataFrame, truth_masks: list[Path], illumin
     Returns one row per field with ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1`` and
     ``mean_iou``; sum ``tp``/``fp``/``fn`` for the overall F1.
     """
-    seg = params.segmentation
-    segment = make_segmenter(seg.method, nucleus_diameter=seg.nucleus_diameter, cellpose_model=seg.cellpose_model)
+    segment = segmenter(params)
     functions = {plate: read_illumination_function(path) for plate, path in illumination.items() if path}
     rows = []
     for field, truth_path in zip(fields.itertuples(index=False), truth_masks):
         image = tifffile.imread(field.image_path)
-        function = functions.get(str(field.Metadata_Plate))
-        corrected = image.astype(np.float32) if function is None else correct_illumination(image, function)
+        corrected = corrected_field(image, functions.get(str(field.Metadata_Plate)))
         scores = match_labels(tifffile.imread(truth_path), segment(corrected, None), iou_threshold=iou_threshold)
         rows.append({"Metadata_Plate": field.Metadata_Plate, "Metadata_Well": field.Metadata_Well,
                      "Metadata_Site": field.Metadata_Site, **scores})
