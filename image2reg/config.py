@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from image2reg.cnn.train import TrainingParams
 from image2reg.execute import ExecutionParams
 from image2reg.stages import STAGES, stage_by_name
 
@@ -168,6 +169,82 @@ class ImagesStageParams(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Stages 02-04: the CNN image encoder
+# --------------------------------------------------------------------------------------------
+class ModelParams(StrictModel):
+    """The image encoder (method §4.2): ResNet18 branches on the nucleus crop and the field patch around it.
+
+    The reference: both branches, input 224 px, width 64 (ResNet18's), ImageNet weights. Smaller
+    inputs and widths make the same architecture fast enough for a CPU (the demo).
+    """
+
+    branches: tuple[Literal["nucleus", "region"], ...] = Field(
+        default=("nucleus", "region"), min_length=1, description="nucleus crop, field patch around it, or both")
+    input_size: int = Field(default=224, ge=16, description="side (px) both branches' images are resized to")
+    width: int = Field(default=64, ge=1, description="channels of ResNet18's first stage (64 = torchvision's)")
+    region_size: int = Field(default=448, ge=16, description="side (px) of the field patch centred on the nucleus")
+    pretrained: str | None = Field(default=None, description="local torchvision ResNet18 weights file "
+                                                             "(ImageNet); null: random initialisation")
+
+    @model_validator(mode="after")
+    def _distinct_branches(self) -> ModelParams:
+        if len(set(self.branches)) != len(self.branches):
+            raise ValueError(f"branches are listed more than once: {list(self.branches)}")
+        return self
+
+
+class ScreenStageParams(StrictModel):
+    """Stage 02: one binary CNN per (gene, fold) against the control; the impactful genes (method §4.3)."""
+
+    control: str = Field(default="EMPTY", description="the negative-control condition")
+    genes: list[str] | None = Field(default=None, description="genes to screen; null: every condition")
+    n_folds: int | None = Field(default=None, ge=2, description="screen folds; null: the file's folds")
+    n_inner: int = Field(default=5, ge=2, description="inner folds of a fold's remainder; one is validation")
+    latent_dim: int = Field(default=512, ge=2)
+    model: ModelParams = Field(default_factory=ModelParams)
+    training: TrainingParams = Field(default_factory=TrainingParams)
+    selection: Literal["knee", "top_n"] = Field(default="knee", description="cut of the specificity ranking")
+    top_n: int | None = Field(default=None, ge=1, description="genes kept with selection: top_n")
+    baseline: bool = Field(default=True, description="also score classical nucleus features, same splits")
+    torch_threads: int | None = Field(default=1, ge=1, description="threads per task (null: torch's default)")
+    execution: ExecutionParams = Field(default_factory=ExecutionParams)
+
+    @model_validator(mode="after")
+    def _selection(self) -> ScreenStageParams:
+        if (self.selection == "top_n") != (self.top_n is not None):
+            raise ValueError("top_n is required with selection: top_n and only allowed with it")
+        return self
+
+
+class EmbeddingStageParams(StrictModel):
+    """Stage 03: the multi-class CNN on the impactful genes and the control, k-fold (method §4.4)."""
+
+    n_inner: int = Field(default=5, ge=2, description="inner folds of a fold's remainder; one is validation")
+    undersample_control: bool = Field(default=True, description="control down to the largest gene's count")
+    latent_dim: int = Field(default=1024, ge=2)
+    model: ModelParams = Field(default_factory=ModelParams)
+    training: TrainingParams = Field(default_factory=lambda: TrainingParams(batch_size=32))
+    umap_neighbors: int = Field(default=15, ge=2, description="neighbours of the nucleus-embedding UMAP")
+    umap_max_nuclei: int = Field(default=5000, ge=10, description="nuclei drawn for the UMAP")
+    torch_threads: int | None = Field(default=1, ge=1, description="threads per task (null: torch's default)")
+    execution: ExecutionParams = Field(default_factory=ExecutionParams)
+
+
+class LotoStageParams(StrictModel):
+    """Stage 04: leave-one-target-out CNNs, one per impactful gene (method §4.5)."""
+
+    include_control: bool = Field(default=False, description="also train one model without the control")
+    n_folds: int = Field(default=5, ge=2, description="the test part is the first of this many folds")
+    n_inner: int = Field(default=4, ge=2, description="the validation part: first of this many inner folds")
+    undersample_control: bool = Field(default=True, description="control down to the largest gene's count")
+    latent_dim: int = Field(default=1024, ge=2)
+    model: ModelParams = Field(default_factory=ModelParams)
+    training: TrainingParams = Field(default_factory=lambda: TrainingParams(weight_decay=1e-3))
+    torch_threads: int | None = Field(default=1, ge=1, description="threads per task (null: torch's default)")
+    execution: ExecutionParams = Field(default_factory=ExecutionParams)
+
+
+# --------------------------------------------------------------------------------------------
 # The whole file
 # --------------------------------------------------------------------------------------------
 class StagesParams(StrictModel):
@@ -175,6 +252,9 @@ class StagesParams(StrictModel):
 
     data: DataStageParams | None = None
     images: ImagesStageParams | None = None
+    screen: ScreenStageParams | None = None
+    embeddings: EmbeddingStageParams | None = None
+    loto: LotoStageParams | None = None
 
 
 class RunParams(StrictModel):

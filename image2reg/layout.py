@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from image2reg.stages import Stage
+from image2reg.stages import Stage, stage_by_name
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -98,6 +98,13 @@ class RunLayout:
             return self.raw.root
         base = self.root / stage.id
         return base if fold is None else base / f"fold-{fold}"
+
+    def stage_dir_of(self, name: str, fold: int | None = None) -> Path:
+        """Artifact folder of the stage called ``name`` (name, number or id), e.g. an input stage's."""
+        stage = stage_by_name(name)
+        if stage is None:
+            raise KeyError(f"unknown stage '{name}'")
+        return self.stage_dir(stage, fold)
 
     def task_name(self, stage: Stage, fold: int | None = None) -> str:
         return stage.id if fold is None else f"{stage.id}__fold-{fold}"

@@ -31,6 +31,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("00", "data", "Data: synthesize the demo world or check the raw inputs", derived=False),
     Stage("01", "images", "Image preprocessing: illumination, QC, segmentation, nucleus filters, crops",
           inputs=("data",)),
+    Stage("02", "screen", "Specificity screen: one binary CNN per gene and fold against the control",
+          inputs=("images",)),
+    Stage("03", "embeddings", "Multi-class CNN on the impactful genes: k-fold nucleus and gene embeddings",
+          inputs=("images", "screen")),
+    Stage("04", "loto", "Leave-one-target-out CNNs: gene perturbation embeddings of unseen targets",
+          inputs=("images", "screen")),
 )
 
 

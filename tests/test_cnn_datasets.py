@@ -192,6 +192,19 @@ def test_batches_hold_every_nucleus_of_the_split_once(nuclei, illumination, spli
             assert list(order) == list(split.index)
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_lone_last_nucleus_joins_the_batch_before_it_in_training(nuclei, split_table, stage01, shuffle):
+    # batch norm cannot train on a batch of one; evaluation keeps the plain batches
+    split = split_table[(split_table["fold"] == 0) & (split_table["split"] == "train")]
+    size = next(size for size in range(2, len(split)) if len(split) % size == 1)
+    batches = NucleusBatches(nuclei, split_table, "train", folder=stage01, batch_size=size, shuffle=shuffle,
+                             seed=0, regions=None, fold=0)
+    sizes = [len(batch["index"]) for batch in batches]
+    assert len(sizes) == len(batches) and sum(sizes) == len(split)
+    expected = len(split) // size
+    assert sizes == ([size] * (expected - 1) + [size + 1] if shuffle else [size] * expected + [1])
+
+
 def test_without_shuffling_the_split_table_order_is_kept(nuclei, split_table, stage01):
     reordered = split_table.iloc[::-1]
     batches = NucleusBatches(nuclei, reordered, "val", folder=stage01, batch_size=3, shuffle=False, seed=0,

@@ -112,7 +112,7 @@ def test_a_done_task_is_not_run_again(nuclei, stage01, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished task was trained again")
 
-    monkeypatch.setattr(screen, "train_model", refuse)
+    monkeypatch.setattr(screen, "fit_and_predict", refuse)
     monkeypatch.setattr(screen, "screen_splits", refuse)
     assert run_screen_task(tasks[0]) == first
     table = run_screen(tasks[:1], ExecutionParams(backend="inprocess"), progress_bar=False)

@@ -16,7 +16,6 @@ the device.
 from __future__ import annotations
 
 import logging
-import math
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -217,7 +216,9 @@ class NucleusBatches:
     The split's crops are read into memory at construction (:func:`load_crops`). Every iteration
     yields each nucleus of the split once, in batches of ``batch_size`` (the last one smaller
     when the split does not divide evenly: unlike the reference's ``drop_last=True``, method §11
-    quirk 3, no nucleus is left out of training or of the reported metrics).
+    quirk 3, no nucleus is left out of training or of the reported metrics). When shuffling
+    (training), a last batch of a single nucleus joins the batch before it, as batch norm cannot
+    train on one sample.
 
     Orders: without shuffling, the split table's order. With shuffling, epoch ``e`` draws its
     order from a generator seeded with ``(seed, e)``, so it is the same in every run, and each
@@ -299,7 +300,15 @@ class NucleusBatches:
                     len(self.rows), len(self))
 
     def __len__(self) -> int:
-        return math.ceil(len(self.rows) / self.batch_size)
+        return len(self._starts()) - 1
+
+    def _starts(self) -> list[int]:
+        """Batch boundaries in the epoch's order: batch ``k`` is ``order[starts[k]:starts[k + 1]]``."""
+        n = len(self.rows)
+        starts = [*range(0, n, self.batch_size), n] if n else [0]
+        if self.shuffle and len(starts) > 2 and starts[-1] - starts[-2] == 1:
+            del starts[-2]  # a lone last nucleus joins the batch before it
+        return starts
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch`` (for a resumed run)."""
@@ -324,8 +333,9 @@ class NucleusBatches:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         order = torch.from_numpy(self.order(self.epoch))
         self.epoch += 1
-        for start in range(0, len(order), self.batch_size):
-            positions = order[start:start + self.batch_size]
+        starts = self._starts()
+        for start, stop in zip(starts[:-1], starts[1:]):
+            positions = order[start:stop]
             batch = {"nucleus": self.crops[positions], "label": self.labels[positions],
                      "index": self.index[positions]}
             if self.regions is not None:

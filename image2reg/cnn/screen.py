@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,23 +34,22 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 
-from image2reg.cnn.datasets import NucleusBatches, RegionCutter
-from image2reg.cnn.ensemble import ImageEnsemble
+from image2reg.cnn.profiles import baseline_classifier
 from image2reg.cnn.splits import CONDITION, FIELD, QC_PASS, TEST, TRAIN, VAL, min_fields, screen_splits
-from image2reg.cnn.train import TrainingParams, predict, resolve_device, train_model
+from image2reg.cnn.tasks import (DONE, METRICS, NUCLEI_TABLE, TRAINING_DIR, EncoderSpec, best_epoch_metrics,
+                                 fit_and_predict, run_once)
+from image2reg.cnn.train import TrainingParams
 from image2reg.execute import ExecutionParams, map_tasks
-from image2reg.layout import write_text_atomic
 
 logger = logging.getLogger("image2reg")
 
-NUCLEI_TABLE = "nuclei.parquet"
-TRAINING_DIR = "training"
-METRICS = "metrics.json"
-DONE = "done.json"
-PLATE = "Metadata_Plate"
+__all__ = ["DONE", "METRICS", "NUCLEI_TABLE", "RESULT_COLUMNS", "TRAINING_DIR", "ScreenTask", "knee_position",
+           "run_screen", "run_screen_task", "screen_tasks", "select_impactful", "specificity_scores", "task_folder"]
 #: Least distance below the chord (in scaled units) that makes a knee: a straight ranking has none.
 KNEE_TOLERANCE = 1e-9
 
+#: Test balanced accuracy of the classical baseline on the same split (tasks with baseline profiles).
+BASELINE_COLUMN = "baseline_test_balanced_accuracy"
 #: Columns of the per-(gene, fold) table of :func:`run_screen`, in order.
 RESULT_COLUMNS = (
     "gene", "fold", "n_train", "n_val", "n_test", "best_epoch", "epochs", "stopped_early",
@@ -90,6 +88,12 @@ class ScreenTask:
         worker when several tasks share a machine. CPU results are bit-identical across backends
         for the same thread count only (Dask workers default to one thread); other counts sum in
         another order and differ in the last bits.
+    pretrained
+        Local torchvision ResNet18 weights for every branch, or None (random initialisation).
+    baseline_profiles
+        Parquet file of :func:`~image2reg.cnn.profiles.nucleus_profiles`: when given, the
+        classical baseline is fitted on the same split and its test balanced accuracy recorded as
+        ``baseline_test_balanced_accuracy``.
     """
 
     gene: str
@@ -108,6 +112,8 @@ class ScreenTask:
     region_size: int = 448
     illumination: tuple[tuple[str, str | None], ...] = ()
     torch_threads: int | None = None
+    pretrained: str | None = None
+    baseline_profiles: str | None = None
 
     @property
     def folder(self) -> Path:
@@ -138,6 +144,8 @@ def screen_tasks(
     region_size: int = 448,
     illumination: Mapping[str, str | Path | None] | None = None,
     torch_threads: int | None = None,
+    pretrained: str | Path | None = None,
+    baseline_profiles: str | Path | None = None,
 ) -> tuple[list[ScreenTask], pd.Series]:
     """The screen's tasks, one per (gene, fold), and the genes too small to screen.
 
@@ -166,6 +174,8 @@ def screen_tasks(
         Patch side and plate → illumination function file, for the ``"region"`` branch.
     torch_threads
         Threads torch may use in each task (None: torch's default).
+    pretrained, baseline_profiles
+        ImageNet weights file and classical-profile table (see :class:`ScreenTask`), or None.
 
     Returns
     -------
@@ -202,7 +212,8 @@ def screen_tasks(
                   width=width, training=training or TrainingParams(), region_size=region_size,
                   illumination=tuple((str(plate), None if path is None else str(path))
                                      for plate, path in sorted((illumination or {}).items())),
-                  torch_threads=torch_threads)
+                  torch_threads=torch_threads, pretrained=None if pretrained is None else str(pretrained),
+                  baseline_profiles=None if baseline_profiles is None else str(baseline_profiles))
     tasks = [ScreenTask(gene=gene, fold=fold, **common)
              for gene in genes if gene not in skipped.index for fold in range(n_folds)]
     logger.info("%d screen tasks: %d genes x %d folds", len(tasks), len(genes) - len(skipped), n_folds)
@@ -233,14 +244,7 @@ def run_screen_task(task: ScreenTask, progress_bar: bool = False) -> dict[str, A
         early, and loss, accuracy and balanced accuracy on the train (augmented batches, no balanced
         accuracy), validation and test parts.
     """
-    done = task.folder / DONE
-    if done.exists():
-        return json.loads(done.read_text())
-    with _torch_threads(task.torch_threads):
-        metrics = _train_and_test(task, progress_bar)
-    text = json.dumps(metrics, indent=2) + "\n"
-    write_text_atomic(task.folder / METRICS, text)
-    write_text_atomic(done, text)
+    metrics = run_once(task.folder, lambda: _train_and_test(task, progress_bar), task.torch_threads)
     logger.info("%s fold %d: test balanced accuracy %.4f", task.gene, task.fold, metrics["test_balanced_accuracy"])
     return metrics
 
@@ -264,7 +268,8 @@ def run_screen(tasks: Sequence[ScreenTask], execution: ExecutionParams | None = 
     Returns
     -------
     pandas.DataFrame
-        One row per task, in the order of ``tasks``, with the columns :data:`RESULT_COLUMNS`.
+        One row per task, in the order of ``tasks``, with the columns :data:`RESULT_COLUMNS` (and
+        :data:`BASELINE_COLUMN` when the tasks fitted the classical baseline).
     """
     rows: list[dict[str, Any] | None] = [None] * len(tasks)
     pending = []
@@ -279,7 +284,8 @@ def run_screen(tasks: Sequence[ScreenTask], execution: ExecutionParams | None = 
     for index, metrics in map_tasks(run_screen_task, [tasks[position] for position in pending], execution,
                                     progress_bar=progress_bar, desc="screen", unit="model"):
         rows[pending[index]] = metrics
-    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    extra = [BASELINE_COLUMN] if any(BASELINE_COLUMN in row for row in rows) else []
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *extra])
 
 
 def specificity_scores(results: pd.DataFrame) -> pd.DataFrame:
@@ -380,48 +386,27 @@ def knee_position(sorted_scores: np.ndarray) -> int:
     return position
 
 
-@contextmanager
-def _torch_threads(threads: int | None):
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _train_and_test(task: ScreenTask, progress_bar: bool) -> dict[str, Any]:
     nuclei = pd.read_parquet(Path(task.images_dir) / NUCLEI_TABLE)
     splits = screen_splits(nuclei, task.gene, control=task.control, n_folds=task.n_folds, n_inner=task.n_inner,
                            seed=task.seed)
-    regions = None
-    if "region" in task.branches:
-        used = nuclei.loc[splits.index.unique()]
-        regions = RegionCutter(dict(zip(used[FIELD], used[PLATE].astype(str))), dict(task.illumination),
-                               task.region_size)
-
-    def batches(split: str, shuffle: bool) -> NucleusBatches:
-        return NucleusBatches(nuclei, splits, split, folder=task.images_dir, batch_size=task.training.batch_size,
-                              shuffle=shuffle, seed=task.training.seed, regions=regions, fold=task.fold)
-
-    train, val, test = batches(TRAIN, True), batches(VAL, False), batches(TEST, False)
-    torch.manual_seed(task.training.seed)  # the model's initialisation
-    model = ImageEnsemble(2, branches=task.branches, latent_dim=task.latent_dim, input_size=task.input_size,
-                          width=task.width)
-    result = train_model(model, train, val, task.training, checkpoint_dir=task.folder / TRAINING_DIR, n_classes=2,
-                         train_labels=train.labels.numpy(), progress_bar=progress_bar)
-    outputs = predict(model, test, resolve_device(task.training.device))
-    labels, predicted = outputs["labels"], outputs["predicted"]
-    test_loss = F.cross_entropy(torch.from_numpy(outputs["logits"]), torch.from_numpy(labels)).item()
-    best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
-    return {
-        "gene": task.gene, "fold": task.fold, "n_train": len(train.labels), "n_val": len(val.labels),
-        "n_test": len(labels), "best_epoch": int(result.best_epoch), "epochs": len(result.history),
-        "stopped_early": bool(result.stopped_early),
-        **{column: float(best[column]) for column in ("train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                                                       "val_balanced_accuracy")},
+    encoder = EncoderSpec(branches=task.branches, latent_dim=task.latent_dim, input_size=task.input_size,
+                          width=task.width, region_size=task.region_size, illumination=task.illumination,
+                          pretrained=task.pretrained)
+    result, sizes, outputs = fit_and_predict(nuclei, splits, n_classes=2, images_dir=task.images_dir,
+                                             folder=task.folder, encoder=encoder, training=task.training,
+                                             predict_splits=[TEST], fold=task.fold, progress_bar=progress_bar)
+    test = outputs[TEST]
+    labels, predicted = test["labels"], test["predicted"]
+    test_loss = F.cross_entropy(torch.from_numpy(test["logits"]), torch.from_numpy(labels)).item()
+    metrics = {
+        "gene": task.gene, "fold": task.fold, "n_train": sizes[TRAIN], "n_val": sizes[VAL], "n_test": sizes[TEST],
+        **best_epoch_metrics(result),
         "test_loss": test_loss, "test_accuracy": float(np.mean(labels == predicted)),
         "test_balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
     }
-
+    if task.baseline_profiles is not None:
+        profiles = pd.read_parquet(task.baseline_profiles)
+        baseline = baseline_classifier(profiles, splits, fold=task.fold, seed=task.seed)
+        metrics[BASELINE_COLUMN] = float(baseline["test_balanced_accuracy"])
+    return metrics

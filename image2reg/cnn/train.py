@@ -219,7 +219,8 @@ def train_model(
         return _load_finished(model, checkpoint_dir, params)
 
     weights = class_weights(train_labels, n_classes).to(runtime.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay,
+                                 foreach=True)  # one kernel per step over all tensors, also on CPU
     scaler = torch.amp.GradScaler("cuda") if runtime.amp_dtype == torch.float16 else None
     torch.manual_seed(params.seed)
     flips = torch.Generator().manual_seed(params.seed)

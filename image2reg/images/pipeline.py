@@ -25,6 +25,7 @@ import pandas as pd
 import tifffile
 
 from image2reg.config import ImagesStageParams
+from image2reg.data.cellpainting import read_image_table
 from image2reg.execute import map_tasks
 from image2reg.images import store
 from image2reg.images.illumination import correct_illumination, estimate_illumination, read_illumination_function
@@ -282,3 +283,13 @@ def overall_f1(scores: pd.DataFrame) -> float:
     """F1 over all objects of all fields (not the mean of per-field F1s)."""
     tp, fp, fn = scores["tp"].sum(), scores["fp"].sum(), scores["fn"].sum()
     return float(2 * tp / max(2 * tp + fp + fn, 1))
+
+
+def illumination_files(raw: RawLayout, out_dir: Path, params: ImagesStageParams) -> dict[str, str | None]:
+    """Plate → the illumination function file stage 01 corrected with (None: no correction).
+
+    For the CNN stages, whose region patches are cut from the corrected fields; ``out_dir`` is the
+    stage-01 folder, whose estimated functions exist once stage 01 has run.
+    """
+    fields = field_inputs(read_image_table(raw), raw, supplied_masks=False)
+    return prepare_illumination(fields, Path(out_dir), params, progress_bar=False)

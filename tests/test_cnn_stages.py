@@ -1,0 +1,91 @@
+"""Stages 02-04 end to end through the runbook, on a small synthetic world with tiny models.
+
+The smoke world is made big enough for two folds (two plates), the CNNs tiny (width 2, 16 px,
+one or two epochs): the test checks that the notebooks run and hand over their artifacts, not
+that the models learn (the demo report shows that).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import anndata as ad
+import pandas as pd
+import pytest
+import yaml
+
+from image2reg.config import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_MODEL = {"branches": ["nucleus"], "input_size": 16, "width": 2, "region_size": 48, "pretrained": None}
+TINY_TRAINING = {"epochs": 2, "learning_rate": 0.01, "weight_decay": 0.0005, "patience": 2, "batch_size": 16,
+                 "seed": 0, "device": "cpu"}
+INPROCESS = {"backend": "inprocess", "workers": None}
+
+
+def cnn_params() -> dict:
+    params = yaml.safe_load((REPO / "params" / "smoke.yml").read_text())
+    params["stages"]["data"]["synthetic"]["screen"]["n_plates"] = 2
+    params["stages"]["screen"] = {"n_inner": 2, "latent_dim": 8, "model": TINY_MODEL, "training": TINY_TRAINING,
+                                  "selection": "top_n", "top_n": 3, "baseline": True, "execution": INPROCESS}
+    params["stages"]["embeddings"] = {"n_inner": 2, "latent_dim": 8,
+                                      "model": {**TINY_MODEL, "branches": ["nucleus", "region"]},
+                                      "training": TINY_TRAINING, "umap_neighbors": 5, "umap_max_nuclei": 200,
+                                      "execution": INPROCESS}
+    params["stages"]["loto"] = {"n_folds": 3, "n_inner": 2, "latent_dim": 8, "model": TINY_MODEL,
+                                "training": {**TINY_TRAINING, "epochs": 1}, "execution": INPROCESS}
+    return params
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory, run_cli) -> tuple[Path, int]:
+    workdir = tmp_path_factory.mktemp("cnn_stages")
+    (workdir / "params").mkdir()
+    (workdir / "params" / "smoke.yml").write_text(yaml.safe_dump(cnn_params(), sort_keys=False))
+    load_params(workdir / "params" / "smoke.yml")  # valid before anything runs
+    return workdir, run_cli(workdir, "--stages", "data", "images", "screen", "embeddings", "loto", "--no-html", root=REPO)
+
+
+def test_the_cnn_stages_run_and_hand_over_their_artifacts(cnn_run):
+    workdir, code = cnn_run
+    assert code == 0
+    runs = workdir / "runs" / "smoke"
+    for stage in ("02_screen", "03_embeddings", "04_loto"):
+        assert (workdir / "reports" / "smoke" / f"{stage}.ipynb").is_file()
+    # stage 02: one row per (gene, fold) with the baseline on the same split; the top 3 selected
+    results = pd.read_parquet(runs / "02_screen" / "screen_results.parquet")
+    scores = pd.read_parquet(runs / "02_screen" / "specificity.parquet")
+    impactful = (runs / "02_screen" / "impactful_genes.txt").read_text().split()
+    assert set(results["fold"]) == {0, 1} and results["baseline_test_balanced_accuracy"].between(0, 1).all()
+    assert impactful == scores.sort_values("rank").index[:3].tolist() == scores.index[scores["impactful"]].tolist()
+    skipped = pd.read_parquet(runs / "02_screen" / "skipped_genes.parquet")
+    assert set(skipped.index).isdisjoint(scores.index)
+    assert (runs / "02_screen" / "truth_check.json").is_file()  # the synthetic world's truth is used
+    # stage 03: every usable nucleus of the impactful genes and the control embedded once
+    nuclei = ad.read_h5ad(runs / "03_embeddings" / "nucleus_embeddings.h5ad")
+    genes = ad.read_h5ad(runs / "03_embeddings" / "gene_embeddings.h5ad")
+    assert nuclei.obs["nucleus"].is_unique and (nuclei.obs["split"] == "test").all()
+    assert set(nuclei.obs["Metadata_Gene"]) == set(impactful) | {"EMPTY"} == set(genes.obs_names)
+    assert genes.obs["n_nuclei"].sum() == nuclei.n_obs and genes.n_vars == nuclei.n_vars == 8
+    summary = json.loads((runs / "03_embeddings" / "summary.json").read_text())
+    assert summary["classes"] == 4 and summary["chance"] == pytest.approx(0.25)
+    assert len(pd.read_parquet(runs / "03_embeddings" / "activity.parquet")) == 3
+    # stage 04: each impactful gene held out once, embedded by the model that never saw it
+    loto = ad.read_h5ad(runs / "04_loto" / "gene_embeddings_loto.h5ad")
+    targets = loto.obs[loto.obs["is_target"]]
+    assert sorted(targets["gene"]) == sorted(impactful) and (targets["model"].astype(str) == targets["gene"].astype(str)).all()
+    for target in impactful:
+        model = loto.obs[loto.obs["model"] == target]
+        assert set(model["gene"]) == set(impactful) | {"EMPTY"}
+
+
+def test_a_second_run_skips_every_stage(cnn_run, run_cli, capsys):
+    workdir, code = cnn_run
+    assert code == 0
+    copy = Path(shutil.copytree(workdir, workdir.parent / "cnn_stages_copy"))
+    assert run_cli(copy, "--stages", "data", "images", "screen", "embeddings", "loto", "--no-html", root=REPO) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped (up to date)") == 5
