@@ -11,6 +11,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
+from image2reg.images.pipeline import illumination_files
 from image2reg.config import RunParams, StrictModel, load_params, params_path_for
 from image2reg.layout import RunLayout, find_project_root
 from image2reg.stages import Stage, stage_by_name
@@ -81,3 +84,40 @@ def setup_stage(
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     return StageContext(stage=found, params=params, layout=layout, fold=fold)
+
+
+@dataclass(frozen=True)
+class CnnInputs:
+    """What the CNN stages after the screen (03, 04) read from the stages before them."""
+
+    control: str
+    images_dir: Path
+    screen_dir: Path
+    impactful: list[str]
+    illumination: dict[str, str | None] | None
+    truth: pd.DataFrame | None
+
+    @property
+    def profiles(self) -> Path:
+        """The classical profiles of every nucleus, computed by the screen stage."""
+        return self.screen_dir / "profiles.parquet"
+
+
+def cnn_inputs(ctx: StageContext) -> CnnInputs:
+    """The control, the stage-01 and screen folders, the impactful genes, illumination files and ground truth.
+
+    Illumination files (plate → file) are only looked up when the stage's model has a region
+    branch; the ground truth (genes table, indexed by gene) only exists for the synthetic world.
+    """
+    layout = ctx.layout
+    images_dir, screen_dir = layout.stage_dir_of("images"), layout.stage_dir_of("screen")
+    listed = screen_dir / "impactful_genes.txt"
+    if not listed.is_file():
+        raise FileNotFoundError(f"{listed} is missing: run the screen stage first")
+    illumination = None
+    if "region" in ctx.stage_params.model.branches:
+        illumination = illumination_files(layout.raw, images_dir, ctx.params.stage("images"))
+    truth_file = layout.raw.truth / "genes.parquet"
+    truth = pd.read_parquet(truth_file).set_index("gene") if truth_file.is_file() else None
+    return CnnInputs(control=ctx.params.stage("screen").control, images_dir=images_dir, screen_dir=screen_dir,
+                     impactful=listed.read_text().split(), illumination=illumination, truth=truth)

@@ -44,19 +44,13 @@ from image2reg import plotting
 from image2reg.cnn.activity import phenotypic_activity, well_profiles
 from image2reg.cnn.embed import gene_embeddings, multiclass_tasks, read_embeddings, run_embedding_tasks
 from image2reg.cnn.tasks import encoder_spec
-from image2reg.images.pipeline import illumination_files
 from image2reg.layout import atomic_path, write_text_atomic
-from image2reg.notebook import setup_stage
+from image2reg.notebook import cnn_inputs, setup_stage
 
 ctx = setup_stage("embeddings", dataset, params_path, fold, runs_dir, reports_dir)
 params = ctx.stage_params
-control = ctx.params.stage("screen").control
-images_dir, screen_dir, out = ctx.layout.stage_dir_of("images"), ctx.layout.stage_dir_of("screen"), ctx.out_dir
-impactful = (screen_dir / "impactful_genes.txt").read_text().split()
-illumination = (illumination_files(ctx.layout.raw, images_dir, ctx.params.stage("images"))
-                if "region" in params.model.branches else None)
-truth_file = ctx.layout.raw.truth / "genes.parquet"
-truth = pd.read_parquet(truth_file).set_index("gene") if truth_file.exists() else None
+inputs = cnn_inputs(ctx)
+control, impactful, truth, out = inputs.control, inputs.impactful, inputs.truth, ctx.out_dir
 print(f"{len(impactful)} impactful genes + {control}: {len(impactful) + 1} classes, {ctx.params.folds} folds")
 
 # %% [markdown]
@@ -64,10 +58,10 @@ print(f"{len(impactful)} impactful genes + {control}: {len(impactful) + 1} class
 
 # %%
 tasks = multiclass_tasks(
-    impactful, n_folds=ctx.params.folds, images_dir=str(images_dir), out_dir=str(out / "models"), seed=ctx.seed,
-    control=control, n_inner=params.n_inner, undersample_control=params.undersample_control,
-    encoder=encoder_spec(params.model, params.latent_dim, illumination), training=params.training,
-    torch_threads=params.torch_threads, baseline_profiles=str(screen_dir / "profiles.parquet"))
+    impactful, n_folds=ctx.params.folds, images_dir=str(inputs.images_dir), out_dir=str(out / "models"),
+    seed=ctx.seed, control=control, n_inner=params.n_inner, undersample_control=params.undersample_control,
+    encoder=encoder_spec(params.model, params.latent_dim, inputs.illumination), training=params.training,
+    torch_threads=params.torch_threads, baseline_profiles=str(inputs.profiles))
 metrics = run_embedding_tasks(tasks, params.execution)
 with atomic_path(out / "metrics.parquet") as tmp:
     metrics.to_parquet(tmp)
@@ -178,7 +172,7 @@ def field_activity(values: np.ndarray, obs: pd.DataFrame) -> pd.DataFrame:
 
 obs = nuclei.obs.reset_index(drop=True)
 activity = field_activity(np.asarray(nuclei.X), obs)
-profiles = pd.read_parquet(screen_dir / "profiles.parquet").loc[obs["nucleus"].to_numpy()]
+profiles = pd.read_parquet(inputs.profiles).loc[obs["nucleus"].to_numpy()]
 profile_values = profiles.to_numpy(np.float64)
 profile_values = np.where(np.isfinite(profile_values), profile_values, np.nanmedian(profile_values, axis=0))
 classical = field_activity(profile_values, obs)

@@ -41,30 +41,24 @@ from IPython.display import display
 from image2reg import plotting
 from image2reg.cnn.embed import gene_embeddings, loto_tasks, read_embeddings, run_embedding_tasks
 from image2reg.cnn.tasks import encoder_spec
-from image2reg.images.pipeline import illumination_files
 from image2reg.layout import atomic_path, write_text_atomic
-from image2reg.notebook import setup_stage
+from image2reg.notebook import cnn_inputs, setup_stage
 
 ctx = setup_stage("loto", dataset, params_path, fold, runs_dir, reports_dir)
 params = ctx.stage_params
-control = ctx.params.stage("screen").control
-images_dir, screen_dir, out = ctx.layout.stage_dir_of("images"), ctx.layout.stage_dir_of("screen"), ctx.out_dir
-impactful = (screen_dir / "impactful_genes.txt").read_text().split()
-illumination = (illumination_files(ctx.layout.raw, images_dir, ctx.params.stage("images"))
-                if "region" in params.model.branches else None)
-truth_file = ctx.layout.raw.truth / "genes.parquet"
-truth = pd.read_parquet(truth_file).set_index("gene") if truth_file.exists() else None
+inputs = cnn_inputs(ctx)
+control, impactful, truth, out = inputs.control, inputs.impactful, inputs.truth, ctx.out_dir
 
 # %% [markdown]
 # ## One model per held-out target
 
 # %%
 tasks = loto_tasks(
-    impactful, include_control=params.include_control, images_dir=str(images_dir), out_dir=str(out / "models"),
-    seed=ctx.seed, control=control, n_folds=params.n_folds, n_inner=params.n_inner,
-    undersample_control=params.undersample_control, encoder=encoder_spec(params.model, params.latent_dim, illumination),
-    training=params.training, torch_threads=params.torch_threads,
-    baseline_profiles=str(screen_dir / "profiles.parquet"))
+    impactful, include_control=params.include_control, images_dir=str(inputs.images_dir),
+    out_dir=str(out / "models"), seed=ctx.seed, control=control, n_folds=params.n_folds, n_inner=params.n_inner,
+    undersample_control=params.undersample_control,
+    encoder=encoder_spec(params.model, params.latent_dim, inputs.illumination), training=params.training,
+    torch_threads=params.torch_threads, baseline_profiles=str(inputs.profiles))
 print(f"{len(tasks)} LOTO models, {len(impactful)} classes each (the other genes and {control})")
 metrics = run_embedding_tasks(tasks, params.execution)
 with atomic_path(out / "metrics.parquet") as tmp:
@@ -143,8 +137,8 @@ for task in tasks:
     rows.append(row)
 neighbours = pd.DataFrame(rows).set_index("target")
 display(neighbours.round(3))
-summary = {"models": len(tasks), "targets": len(targets), "test_bac_mean": float(metrics["test_balanced_accuracy"].mean()),
-           "chance": float(metrics["chance"].mean())}
+summary = {"models": len(tasks), "targets": len(targets),
+           "test_bac_mean": float(metrics["test_balanced_accuracy"].mean()), "chance": float(metrics["chance"].mean())}
 if truth is not None:
     summary.update(nearest_same_module=float(neighbours["same_module"].mean()),
                    nearest_same_module_chance=float(neighbours["chance"].mean()))

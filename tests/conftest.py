@@ -102,3 +102,24 @@ def run_stage01() -> Callable[[RawLayout, Path], Path]:
         return out
 
     return run
+
+
+@pytest.fixture(scope="session")
+def smoke_stage01(smoke_world, tmp_path_factory, run_stage01) -> Path:
+    """Stage 01 of the smoke world, made once per session; tests must not modify it."""
+    return run_stage01(smoke_world, tmp_path_factory.mktemp("smoke_images"))
+
+
+@pytest.fixture(scope="session")
+def two_plate_stage01(tmp_path_factory, run_stage01) -> Path:
+    """Stage 01 on the smoke world laid out on 2 plates with 2 sites per well; tests must not modify it.
+
+    The smoke world itself has one well per gene on one plate (at most 4 fields per gene, only one
+    gene screenable with 2 folds); twice the fields give three screenable genes and three too small.
+    """
+    params = load_params(REPO / "params" / "smoke.yml")
+    world = params.stage("data").synthetic
+    world = world.model_copy(update={"screen": world.screen.model_copy(update={"n_plates": 2, "sites_per_well": 2})})
+    raw = RawLayout(tmp_path_factory.mktemp("two_plate_world") / "raw")
+    synthetic.synthesize_world(world, raw, params.seed, progress_bar=False)
+    return run_stage01(raw, tmp_path_factory.mktemp("two_plate_images"))

@@ -22,8 +22,8 @@ SIZE = 64  # region side for the 160 px smoke fields: many nuclei lie within 32 
 
 
 @pytest.fixture(scope="module")
-def stage01(smoke_world, tmp_path_factory, run_stage01) -> Path:
-    return run_stage01(smoke_world, tmp_path_factory.mktemp("images"))
+def stage01(smoke_stage01) -> Path:
+    return smoke_stage01
 
 
 @pytest.fixture(scope="module")

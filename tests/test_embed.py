@@ -35,9 +35,7 @@ from image2reg.config import (
     ScreenStageParams,
     load_params,
 )
-from image2reg.data import synthetic
 from image2reg.execute import ExecutionParams
-from image2reg.layout import RawLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENT = 8
@@ -53,14 +51,9 @@ TARGET = "GENE022"
 
 
 @pytest.fixture(scope="module")
-def stage01(tmp_path_factory, run_stage01) -> Path:
-    """Stage 01 on the smoke world laid out on 2 plates (as in test_screen): enough fields for 2 folds."""
-    params = load_params(ROOT / "params" / "smoke.yml")
-    world = params.stage("data").synthetic
-    world = world.model_copy(update={"screen": world.screen.model_copy(update={"n_plates": 2, "sites_per_well": 2})})
-    raw = RawLayout(tmp_path_factory.mktemp("embed_world") / "raw")
-    synthetic.synthesize_world(world, raw, params.seed, progress_bar=False)
-    return run_stage01(raw, tmp_path_factory.mktemp("embed_images"))
+def stage01(two_plate_stage01) -> Path:
+    """Stage 01 on the smoke world laid out on 2 plates (conftest): enough fields for 2 folds."""
+    return two_plate_stage01
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ PREFIXES = ("shape_", "intensity_", "texture_", "radial_")
 
 
 @pytest.fixture(scope="module")
-def stage01(smoke_world, tmp_path_factory, run_stage01) -> Path:
-    return run_stage01(smoke_world, tmp_path_factory.mktemp("images"))
+def stage01(smoke_stage01) -> Path:
+    return smoke_stage01
 
 
 @pytest.fixture(scope="module")

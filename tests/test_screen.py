@@ -22,13 +22,9 @@ from image2reg.cnn.screen import (
     specificity_scores,
 )
 from image2reg.cnn.train import TrainingParams
-from image2reg.config import load_params
-from image2reg.data import synthetic
 from image2reg.execute import ExecutionParams
 from image2reg.images import pipeline
-from image2reg.layout import RawLayout
 
-ROOT = Path(__file__).resolve().parents[1]
 # A tiny model and training: the test checks the plumbing, not what the model learns.
 TINY = dict(n_folds=2, n_inner=2, seed=7, latent_dim=16, input_size=32, width=4,
             training=TrainingParams(epochs=2, learning_rate=1e-2, batch_size=32, seed=3, device="cpu"))
@@ -38,18 +34,9 @@ TOO_SMALL = {"GENE005": 3, "GENE008": 3, "GENE012": 3}
 
 
 @pytest.fixture(scope="module")
-def stage01(tmp_path_factory, run_stage01) -> Path:
-    """Stage 01 on the smoke world laid out on 2 plates with 2 sites per well.
-
-    The smoke world itself has one well per gene on one plate (at most 4 fields per gene, only one
-    gene screenable with 2 folds); twice the fields give three screenable genes and three too small.
-    """
-    params = load_params(ROOT / "params" / "smoke.yml")
-    world = params.stage("data").synthetic
-    world = world.model_copy(update={"screen": world.screen.model_copy(update={"n_plates": 2, "sites_per_well": 2})})
-    raw = RawLayout(tmp_path_factory.mktemp("screen_world") / "raw")
-    synthetic.synthesize_world(world, raw, params.seed, progress_bar=False)
-    return run_stage01(raw, tmp_path_factory.mktemp("images"))
+def stage01(two_plate_stage01) -> Path:
+    """Stage 01 on the smoke world laid out on 2 plates (conftest): enough fields for 2 folds."""
+    return two_plate_stage01
 
 
 @pytest.fixture(scope="module")
