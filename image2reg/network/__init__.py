@@ -1,0 +1,1 @@
+"""Gene–gene interactome inference (stage 05): PPI, expression-derived costs and prizes, PCST."""
