@@ -72,3 +72,18 @@ def test_edge_costs_are_one_minus_absolute_spearman():
 def test_edge_costs_refuse_edges_outside_the_expression():
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         spearman_edge_costs(np.ones((4, 3)), np.array([[0, 3]]))
+
+
+def test_the_beta_sweep_describes_each_solution_and_selects_the_smallest_beta_covering_most_targets():
+    from image2reg.network.pcst import beta_sweep, select_beta
+
+    sweep, solutions = beta_sweep(EDGES, COSTS, PRIZES, [0.2, 1.0, 10.0, 20.0], targets=np.array([1, 4]))
+    assert sweep["n_nodes"].tolist() == [1, 3, 5, 5]
+    assert sweep["targets_covered"].tolist() == [0, 1, 2, 2]
+    assert sweep.loc[1, ["n_tree_edges", "n_edges", "n_components"]].tolist() == [2, 3, 1]
+    assert sweep.loc[1, "mean_degree"] == pytest.approx(2.0)  # 3 edges on 3 nodes
+    assert sweep.loc[0, "n_clusters"] == 0 and sweep.loc[2, "n_clusters"] >= 1
+    assert select_beta(sweep) == 10.0
+    assert solutions[1.0].nodes.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="empty"):
+        select_beta(sweep.iloc[:0])

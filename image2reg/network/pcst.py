@@ -143,3 +143,55 @@ def solve_pcst(edges: np.ndarray, costs: np.ndarray, prizes: np.ndarray, beta: f
     selected[nodes] = True
     augmented = np.flatnonzero(selected[edges[:, 0]] & selected[edges[:, 1]]) if len(edges) else np.zeros(0, np.int64)
     return PcstSolution(beta=float(beta), nodes=nodes, tree_edges=tree, augmented_edges=augmented)
+
+
+def beta_sweep(edges: np.ndarray, costs: np.ndarray, prizes: np.ndarray, betas: Sequence[float],
+               targets: np.ndarray | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict[float, PcstSolution]]:
+    """Solve for every β and describe each augmented solution (method §5.2).
+
+    Parameters
+    ----------
+    edges, costs, prizes
+        As for :func:`solve_pcst`.
+    betas
+        The β values (the reference: 0.1, 0.2, … 9.9).
+    targets
+        Node indices of the impactful targets, counted in each solution.
+    seed
+        Seed of the Louvain clustering.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per β: ``n_nodes``, ``n_tree_edges``, ``n_edges`` (augmented), ``mean_degree``,
+        ``n_components``, ``n_clusters`` (Louvain on the augmented solution), ``targets_covered``.
+    solutions : dict
+        β → :class:`PcstSolution`.
+    """
+    import networkx as nx
+
+    targets = np.asarray([] if targets is None else targets, dtype=np.int64)
+    edges = np.asarray(edges, dtype=np.int64)
+    rows, solutions = [], {}
+    for beta in betas:
+        solution = solve_pcst(edges, costs, prizes, beta)
+        graph = nx.Graph()
+        graph.add_nodes_from(solution.nodes.tolist())
+        graph.add_edges_from(edges[solution.augmented_edges].tolist())
+        clusters = nx.community.louvain_communities(graph, seed=seed) if graph.number_of_edges() else []
+        rows.append({"beta": float(beta), "n_nodes": len(solution.nodes), "n_tree_edges": len(solution.tree_edges),
+                     "n_edges": len(solution.augmented_edges),
+                     "mean_degree": 2 * len(solution.augmented_edges) / max(len(solution.nodes), 1),
+                     "n_components": nx.number_connected_components(graph) if len(solution.nodes) else 0,
+                     "n_clusters": len(clusters),
+                     "targets_covered": int(np.isin(targets, solution.nodes).sum())})
+        solutions[float(beta)] = solution
+    return pd.DataFrame(rows), solutions
+
+
+def select_beta(sweep: pd.DataFrame) -> float:
+    """The reference's rule: the smallest β whose solution covers the most targets."""
+    if sweep.empty:
+        raise ValueError("the sweep is empty")
+    best = sweep[sweep["targets_covered"] == sweep["targets_covered"].max()]
+    return float(best["beta"].min())
