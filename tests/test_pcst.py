@@ -75,9 +75,11 @@ def test_edge_costs_refuse_edges_outside_the_expression():
 
 
 def test_the_beta_sweep_describes_each_solution_and_selects_the_smallest_beta_covering_most_targets():
+    from image2reg.execute import ExecutionParams
     from image2reg.network.pcst import beta_sweep, select_beta
 
-    sweep, solutions = beta_sweep(EDGES, COSTS, PRIZES, [0.2, 1.0, 10.0, 20.0], targets=np.array([1, 4]))
+    sweep, solutions = beta_sweep(EDGES, COSTS, PRIZES, [0.2, 1.0, 10.0, 20.0], targets=np.array([1, 4]),
+                                  execution=ExecutionParams(backend="inprocess"))
     assert sweep["n_nodes"].tolist() == [1, 3, 5, 5]
     assert sweep["targets_covered"].tolist() == [0, 1, 2, 2]
     assert sweep.loc[1, ["n_tree_edges", "n_edges", "n_components"]].tolist() == [2, 3, 1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -88,3 +89,21 @@ def test_the_real_irefindex_table_has_the_reference_size():
     summary = ppi.summarize(edges)
     assert (summary["n_nodes"], summary["n_edges"]) == (15759, 181955)  # method §5.1, step 1
     assert edges["cost"].between(0, 1).all() and (edges["gene1"] < edges["gene2"]).all()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_one_pass_confidence_scan_equals_pruning_at_each_cutoff(seed):
+    # random sparse graphs with many equal-size components: the tie rule must match too
+    rng = np.random.default_rng(seed)
+    genes = [f"G{k:02d}" for k in range(40)]
+    pairs = rng.choice(40, size=(60, 2))
+    edges = pd.DataFrame({"gene1": [genes[a] for a in pairs[:, 0]], "gene2": [genes[b] for b in pairs[:, 1]],
+                          "cost": rng.choice([0.1, 0.2, 0.3, 0.5, 0.8], size=60)})
+    edges = edges[edges["gene1"] != edges["gene2"]].drop_duplicates(["gene1", "gene2"]).reset_index(drop=True)
+    targets = genes[::5]
+    cutoffs = [0.0, 0.15, 0.2, 0.25, 0.3, 0.6, 0.9]
+    scan = ppi.confidence_scan(edges, cutoffs, targets)
+    for row in scan.itertuples():
+        expected = ppi.summarize(ppi.prune_confidence(edges, row.cutoff), targets)
+        assert (row.n_nodes, row.n_edges, row.targets_covered) == (expected["n_nodes"], expected["n_edges"],
+                                                                  expected["targets_covered"]), row.cutoff

@@ -131,10 +131,51 @@ def summarize(edges: pd.DataFrame, targets: Sequence[str] = ()) -> dict[str, flo
 
 
 def confidence_scan(edges: pd.DataFrame, cutoffs: Sequence[float], targets: Sequence[str] = ()) -> pd.DataFrame:
-    """For every cut-off, the largest component of the edges cheaper than it: its size and targets covered."""
-    rows = []
-    for cutoff in cutoffs:
-        rows.append({"cutoff": float(cutoff), **summarize(prune_confidence(edges, cutoff), targets)})
+    """For every cut-off, the largest component of the edges cheaper than it: its size and targets covered.
+
+    One pass over the edges sorted by cost with a union–find, so a scan of a thousand cut-offs costs
+    about as much as one: each row equals :func:`summarize` of :func:`prune_confidence` at its
+    cut-off (the same tie rule: the larger component, then the one holding the first gene in
+    sorted order).
+    """
+    order = np.argsort(edges["cost"].to_numpy(), kind="stable")
+    codes, genes = pd.factorize(pd.concat([edges["gene1"], edges["gene2"]], ignore_index=True), sort=True)
+    m = len(edges)
+    first, second, costs = codes[:m][order], codes[m:][order], edges["cost"].to_numpy()[order]
+    parent = np.arange(len(genes))
+    size = np.ones(len(genes), np.int64)
+    n_edges = np.zeros(len(genes), np.int64)
+    hits = np.isin(np.asarray(genes), list(targets)).astype(np.int64)
+    lowest = np.arange(len(genes))  # smallest gene code of each component (the tie rule)
+
+    def root(node: int) -> int:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    best, position, rows = -1, 0, []
+    for cutoff in sorted(float(value) for value in cutoffs):
+        while position < m and costs[position] < cutoff:
+            a, b = root(first[position]), root(second[position])
+            if a != b:
+                if size[a] < size[b]:
+                    a, b = b, a
+                parent[b] = a
+                size[a] += size[b]
+                n_edges[a] += n_edges[b]
+                hits[a] += hits[b]
+                lowest[a] = min(lowest[a], lowest[b])
+            n_edges[a] += 1
+            if best < 0 or root(best) == a or (size[a], -lowest[a]) > (size[root(best)], -lowest[root(best)]):
+                best = a
+            position += 1
+        top = root(best) if best >= 0 else -1
+        nodes = int(size[top]) if top >= 0 else 0
+        count = int(n_edges[top]) if top >= 0 else 0
+        rows.append({"cutoff": cutoff, "n_nodes": nodes, "n_edges": count,
+                     "mean_degree": 2 * count / nodes if nodes else 0.0,
+                     "targets_covered": int(hits[top]) if top >= 0 and len(targets) else 0})
     return pd.DataFrame(rows)
 
 

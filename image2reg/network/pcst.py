@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pcst_fast
 from scipy.stats import rankdata
+
+from image2reg.execute import ExecutionParams, map_tasks
 
 #: Edges whose single-cell ρ is undefined (a gene constant over the cells) cost this: no evidence.
 UNDEFINED_COST = 1.0
@@ -146,8 +149,9 @@ def solve_pcst(edges: np.ndarray, costs: np.ndarray, prizes: np.ndarray, beta: f
 
 
 def beta_sweep(edges: np.ndarray, costs: np.ndarray, prizes: np.ndarray, betas: Sequence[float],
-               targets: np.ndarray | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict[float, PcstSolution]]:
-    """Solve for every β and describe each augmented solution (method §5.2).
+               targets: np.ndarray | None = None, seed: int = 0, execution: ExecutionParams | None = None,
+               progress_bar: bool = False) -> tuple[pd.DataFrame, dict[float, PcstSolution]]:
+    """Solve for every β and describe each augmented solution (method §5.2); the β values run in parallel.
 
     Parameters
     ----------
@@ -159,34 +163,46 @@ def beta_sweep(edges: np.ndarray, costs: np.ndarray, prizes: np.ndarray, betas: 
         Node indices of the impactful targets, counted in each solution.
     seed
         Seed of the Louvain clustering.
+    execution
+        Where the solves run (default: a process pool over all cores).
+    progress_bar
+        Show a bar over the β values.
 
     Returns
     -------
     table : pandas.DataFrame
-        One row per β: ``n_nodes``, ``n_tree_edges``, ``n_edges`` (augmented), ``mean_degree``,
-        ``n_components``, ``n_clusters`` (Louvain on the augmented solution), ``targets_covered``.
+        One row per β, in the order given: ``n_nodes``, ``n_tree_edges``, ``n_edges`` (augmented),
+        ``mean_degree``, ``n_components``, ``n_clusters`` (Louvain on the augmented solution),
+        ``targets_covered``.
     solutions : dict
         β → :class:`PcstSolution`.
     """
-    import networkx as nx
-
     targets = np.asarray([] if targets is None else targets, dtype=np.int64)
     edges = np.asarray(edges, dtype=np.int64)
-    rows, solutions = [], {}
-    for beta in betas:
-        solution = solve_pcst(edges, costs, prizes, beta)
-        graph = nx.Graph()
-        graph.add_nodes_from(solution.nodes.tolist())
-        graph.add_edges_from(edges[solution.augmented_edges].tolist())
-        clusters = nx.community.louvain_communities(graph, seed=seed) if graph.number_of_edges() else []
-        rows.append({"beta": float(beta), "n_nodes": len(solution.nodes), "n_tree_edges": len(solution.tree_edges),
-                     "n_edges": len(solution.augmented_edges),
-                     "mean_degree": 2 * len(solution.augmented_edges) / max(len(solution.nodes), 1),
-                     "n_components": nx.number_connected_components(graph) if len(solution.nodes) else 0,
-                     "n_clusters": len(clusters),
-                     "targets_covered": int(np.isin(targets, solution.nodes).sum())})
-        solutions[float(beta)] = solution
-    return pd.DataFrame(rows), solutions
+    tasks = [(edges, np.asarray(costs, dtype=np.float64), np.asarray(prizes, dtype=np.float64), float(beta),
+              targets, seed) for beta in betas]
+    results: list = [None] * len(tasks)
+    for position, result in map_tasks(_describe_solution, tasks, execution, progress_bar=progress_bar,
+                                      desc="β sweep", unit="β"):
+        results[position] = result
+    return pd.DataFrame([row for row, _ in results]), {solution.beta: solution for _, solution in results}
+
+
+def _describe_solution(task: tuple) -> tuple[dict[str, Any], PcstSolution]:
+    import networkx as nx
+
+    edges, costs, prizes, beta, targets, seed = task
+    solution = solve_pcst(edges, costs, prizes, beta)
+    graph = nx.Graph()
+    graph.add_nodes_from(solution.nodes.tolist())
+    graph.add_edges_from(edges[solution.augmented_edges].tolist())
+    clusters = nx.community.louvain_communities(graph, seed=seed) if graph.number_of_edges() else []
+    row = {"beta": beta, "n_nodes": len(solution.nodes), "n_tree_edges": len(solution.tree_edges),
+           "n_edges": len(solution.augmented_edges),
+           "mean_degree": 2 * len(solution.augmented_edges) / max(len(solution.nodes), 1),
+           "n_components": nx.number_connected_components(graph) if len(solution.nodes) else 0,
+           "n_clusters": len(clusters), "targets_covered": int(np.isin(targets, solution.nodes).sum())}
+    return row, solution
 
 
 def select_beta(sweep: pd.DataFrame) -> float:
