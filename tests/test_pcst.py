@@ -89,3 +89,17 @@ def test_the_beta_sweep_describes_each_solution_and_selects_the_smallest_beta_co
     assert solutions[1.0].nodes.tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="empty"):
         select_beta(sweep.iloc[:0])
+
+
+def test_robustness_is_the_selection_frequency_under_cost_noise():
+    from image2reg.execute import ExecutionParams
+    from image2reg.network.pcst import robustness
+
+    here = ExecutionParams(backend="inprocess")
+    assert robustness(EDGES, COSTS, PRIZES, 1.0, repeats=3, noise=0.0, execution=here).tolist() == [1, 1, 1, 0, 0]
+    noisy = robustness(EDGES, COSTS, PRIZES, 1.0, repeats=20, noise=0.5, seed=3, execution=here)
+    assert np.array_equal(noisy, robustness(EDGES, COSTS, PRIZES, 1.0, repeats=20, noise=0.5, seed=3,
+                                            execution=here))
+    assert ((0 <= noisy) & (noisy <= 1)).all() and noisy[[0, 2]].min() >= noisy[[3, 4]].max()
+    with pytest.raises(ValueError, match="repeats"):
+        robustness(EDGES, COSTS, PRIZES, 1.0, repeats=0)
