@@ -34,9 +34,10 @@ from sklearn.metrics import balanced_accuracy_score
 
 from image2reg.cnn.profiles import baseline_classifier
 from image2reg.cnn.splits import HELD_OUT, TEST, TRAIN, VAL, loto_splits, multiclass_splits
-from image2reg.cnn.tasks import NUCLEI_TABLE, EncoderSpec, best_epoch_metrics, fit_and_predict, run_once
+from image2reg.cnn.tasks import (NUCLEI_TABLE, EncoderSpec, best_epoch_metrics, fit_and_predict, run_once,
+                                 run_tasks)
 from image2reg.cnn.train import TrainingParams
-from image2reg.execute import ExecutionParams, map_tasks
+from image2reg.execute import ExecutionParams
 from image2reg.layout import atomic_path
 
 logger = logging.getLogger("image2reg")
@@ -118,18 +119,7 @@ def run_embedding_task(task: EmbeddingTask, progress_bar: bool = False) -> dict[
 def run_embedding_tasks(tasks: Sequence[EmbeddingTask], execution: ExecutionParams | None = None,
                         progress_bar: bool = True) -> pd.DataFrame:
     """Run tasks where ``execution`` says (finished ones are only read); one metrics row per task, in order."""
-    rows: list[dict[str, Any] | None] = [None] * len(tasks)
-    pending = []
-    for position, task in enumerate(tasks):
-        if (task.folder / "done.json").exists():
-            rows[position] = run_embedding_task(task)
-        else:
-            pending.append(position)
-    logger.info("%d of %d models already trained, training %d", len(tasks) - len(pending), len(tasks), len(pending))
-    for index, metrics in map_tasks(run_embedding_task, [tasks[position] for position in pending], execution,
-                                    progress_bar=progress_bar, desc="models", unit="model"):
-        rows[pending[index]] = metrics
-    return pd.DataFrame(rows)
+    return pd.DataFrame(run_tasks(run_embedding_task, tasks, execution, progress_bar=progress_bar))
 
 
 def read_embeddings(tasks: Sequence[EmbeddingTask]) -> ad.AnnData:

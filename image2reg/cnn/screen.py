@@ -21,7 +21,6 @@ holding the same metrics: a task with ``done.json`` is finished and is not run a
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +36,9 @@ from sklearn.metrics import balanced_accuracy_score
 from image2reg.cnn.profiles import baseline_classifier
 from image2reg.cnn.splits import CONDITION, FIELD, QC_PASS, TEST, TRAIN, VAL, min_fields, screen_splits
 from image2reg.cnn.tasks import (DONE, METRICS, NUCLEI_TABLE, TRAINING_DIR, EncoderSpec, best_epoch_metrics,
-                                 fit_and_predict, run_once)
+                                 fit_and_predict, run_once, run_tasks)
 from image2reg.cnn.train import TrainingParams
-from image2reg.execute import ExecutionParams, map_tasks
+from image2reg.execute import ExecutionParams
 
 logger = logging.getLogger("image2reg")
 
@@ -271,19 +270,7 @@ def run_screen(tasks: Sequence[ScreenTask], execution: ExecutionParams | None = 
         One row per task, in the order of ``tasks``, with the columns :data:`RESULT_COLUMNS` (and
         :data:`BASELINE_COLUMN` when the tasks fitted the classical baseline).
     """
-    rows: list[dict[str, Any] | None] = [None] * len(tasks)
-    pending = []
-    for position, task in enumerate(tasks):
-        done = task.folder / DONE
-        if done.exists():
-            rows[position] = json.loads(done.read_text())
-        else:
-            pending.append(position)
-    logger.info("screen: %d of %d tasks already done, running %d", len(tasks) - len(pending), len(tasks),
-                len(pending))
-    for index, metrics in map_tasks(run_screen_task, [tasks[position] for position in pending], execution,
-                                    progress_bar=progress_bar, desc="screen", unit="model"):
-        rows[pending[index]] = metrics
+    rows = run_tasks(run_screen_task, tasks, execution, progress_bar=progress_bar, desc="screen")
     extra = [BASELINE_COLUMN] if any(BASELINE_COLUMN in row for row in rows) else []
     return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *extra])
 

@@ -30,6 +30,7 @@ from image2reg.cnn.datasets import NucleusBatches, RegionCutter
 from image2reg.cnn.ensemble import ImageEnsemble
 from image2reg.cnn.splits import FIELD, TRAIN, VAL
 from image2reg.cnn.train import TrainingParams, TrainingResult, predict, resolve_device, train_model
+from image2reg.execute import ExecutionParams, map_tasks
 from image2reg.layout import write_text_atomic
 
 logger = logging.getLogger("image2reg")
@@ -114,6 +115,29 @@ def run_once(folder: str | Path, compute: Callable[[], dict[str, Any]], threads:
     write_text_atomic(Path(folder) / METRICS, text)
     write_text_atomic(done, text)
     return metrics
+
+
+def run_tasks(function: Callable[[Any], dict[str, Any]], tasks: Sequence[Any], execution: ExecutionParams | None,
+              *, progress_bar: bool = True, desc: str = "models") -> list[dict[str, Any]]:
+    """Metrics of every task, in order: finished ones (``<task.folder>/done.json``) read, the others run.
+
+    Only unfinished tasks are sent to ``execution`` (this process, a pool or a Dask cluster), so a
+    rerun after an interruption trains only what is missing.
+    """
+    rows: list[dict[str, Any] | None] = [None] * len(tasks)
+    pending = []
+    for position, task in enumerate(tasks):
+        done = Path(task.folder) / DONE
+        if done.exists():
+            rows[position] = json.loads(done.read_text())
+        else:
+            pending.append(position)
+    logger.info("%s: %d of %d tasks already done, running %d", desc, len(tasks) - len(pending), len(tasks),
+                len(pending))
+    for index, metrics in map_tasks(function, [tasks[position] for position in pending], execution,
+                                    progress_bar=progress_bar, desc=desc, unit="model"):
+        rows[pending[index]] = metrics
+    return rows
 
 
 def fit_and_predict(

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 import pcst_fast
@@ -189,8 +190,6 @@ def beta_sweep(edges: np.ndarray, costs: np.ndarray, prizes: np.ndarray, betas: 
 
 
 def _describe_solution(task: tuple) -> tuple[dict[str, Any], PcstSolution]:
-    import networkx as nx
-
     edges, costs, prizes, beta, targets, seed = task
     solution = solve_pcst(edges, costs, prizes, beta)
     graph = nx.Graph()
