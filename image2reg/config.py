@@ -14,6 +14,7 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -245,6 +246,80 @@ class LotoStageParams(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Stage 05: the gene–gene interactome
+# --------------------------------------------------------------------------------------------
+class PpiParams(StrictModel):
+    """The protein–protein interactions: the iRefIndex/OmicsIntegrator costs table or STRING links."""
+
+    format: Literal["irefindex", "string"] = Field(default="irefindex", description="protein1, protein2, cost "
+                                                   "(irefindex) | STRING protein.links + protein.info")
+    string_links: str | None = Field(default=None, description="STRING protein.links file, relative to the raw "
+                                                               "folder (format string only)")
+    string_info: str | None = Field(default=None, description="STRING protein.info file, relative to the raw "
+                                                              "folder (format string only)")
+    string_min_score: int = Field(default=0, ge=0, le=1000, description="STRING combined_score kept (0–1000)")
+
+    @model_validator(mode="after")
+    def _string(self) -> PpiParams:
+        given = (self.string_links is not None, self.string_info is not None)
+        if given != ((self.format == "string"),) * 2:
+            raise ValueError("string_links and string_info are required with format: string and only allowed "
+                             "with it")
+        return self
+
+
+class SingleCellParams(StrictModel):
+    """The reference's single-cell preprocessing (scanpy): filters, then counts per million and log1p."""
+
+    cells_in_rows: bool = Field(default=True, description="a counts CSV has one row per cell")
+    min_genes: int = Field(default=8000, ge=0, description="cells with fewer detected genes are dropped")
+    min_cells: int = Field(default=10, ge=0, description="genes detected in fewer cells are dropped")
+    target_sum: float = Field(default=1e6, gt=0, description="counts per cell after normalisation")
+
+
+class InteractomeStageParams(StrictModel):
+    """Stage 05: PPI ∩ expression → confidence and hub pruning → costs and prizes → PCST (method §5)."""
+
+    ppi: PpiParams = Field(default_factory=PpiParams)
+    single_cell: SingleCellParams = Field(default_factory=SingleCellParams)
+    target_line: str = Field(default="U2OS", description="cell line of the screen in the bulk expression")
+    confidence_cutoff: float | None = Field(default=0.594, gt=0, description="keep PPI edges with cost below "
+                                                                             "this; null: no pruning")
+    confidence_scan_step: float = Field(default=0.001, gt=0, lt=1, description="step of the cut-off scan")
+    hub_quantile: float | None = Field(default=0.999, gt=0, le=1, description="drop nodes whose degree reaches "
+                                                                               "this quantile; null: none")
+    hub_scan: list[float] = Field(default_factory=lambda: [round(0.99 + 0.001 * i, 3) for i in range(11)],
+                                  description="degree quantiles of the hub scan")
+    edge_cost: Literal["spearman", "ppi"] = Field(default="spearman", description="1 − |Spearman ρ| over single "
+                                                  "cells (the reference) | the PPI's own cost")
+    betas: tuple[float, float, float] = Field(default=(0.1, 10.0, 0.1), description="β sweep: start, stop "
+                                              "(excluded), step")
+    beta: float | None = Field(default=None, gt=0, description="use this β; null: the smallest β of the sweep "
+                                                               "covering the most targets")
+    robustness_repeats: int = Field(default=100, ge=0, description="re-solves under edge-cost noise (0: skip)")
+    robustness_noise: float = Field(default=0.1, ge=0, description="relative SD of the edge-cost noise")
+    enrichment_fdr: float = Field(default=0.05, gt=0, le=1, description="FDR of the gene-set enrichment table")
+    execution: ExecutionParams = Field(default_factory=ExecutionParams)
+
+    @model_validator(mode="after")
+    def _betas(self) -> InteractomeStageParams:
+        start, stop, step = self.betas
+        if not (0 < start < stop and step > 0):
+            raise ValueError(f"betas must be [start, stop, step] with 0 < start < stop and step > 0, got "
+                             f"{list(self.betas)}")
+        if any(not 0 < q <= 1 for q in self.hub_scan):
+            raise ValueError("hub_scan quantiles must lie in (0, 1]")
+        return self
+
+    def beta_values(self) -> list[float]:
+        """The β values of the sweep (rounded to the step's decimals: 0.1, 0.2, … 9.9 by default)."""
+        start, stop, step = self.betas
+        decimals = max(0, -int(math.floor(math.log10(step))) + 2)
+        count = int(math.floor((stop - start) / step - 1e-9)) + 1
+        return [round(start + i * step, decimals) for i in range(count)]
+
+
+# --------------------------------------------------------------------------------------------
 # The whole file
 # --------------------------------------------------------------------------------------------
 class StagesParams(StrictModel):
@@ -255,6 +330,7 @@ class StagesParams(StrictModel):
     screen: ScreenStageParams | None = None
     embeddings: EmbeddingStageParams | None = None
     loto: LotoStageParams | None = None
+    interactome: InteractomeStageParams | None = None
 
 
 class RunParams(StrictModel):

@@ -37,6 +37,8 @@ STAGES: tuple[Stage, ...] = (
           inputs=("images", "screen")),
     Stage("04", "loto", "Leave-one-target-out CNNs: gene perturbation embeddings of unseen targets",
           inputs=("images", "screen")),
+    Stage("05", "interactome", "Gene–gene interactome: PPI and expression → prize-collecting Steiner tree",
+          inputs=("data", "screen")),
 )
 
 

@@ -1,4 +1,4 @@
-"""Stages 02-04 end to end through the runbook, on a small synthetic world with tiny models.
+"""Stages 02-05 end to end through the runbook, on a small synthetic world with tiny models.
 
 The smoke world is made big enough for two folds (two plates), the CNNs tiny (width 2, 16 px,
 one or two epochs): the test checks that the notebooks run and hand over their artifacts, not
@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import anndata as ad
+import networkx as nx
 import pandas as pd
 import pytest
 import yaml
@@ -37,7 +38,13 @@ def cnn_params() -> dict:
                                       "execution": INPROCESS}
     params["stages"]["loto"] = {"n_folds": 3, "n_inner": 2, "latent_dim": 8, "model": TINY_MODEL,
                                 "training": {**TINY_TRAINING, "epochs": 1}, "execution": INPROCESS}
+    params["stages"]["interactome"] = {"single_cell": {"min_genes": 5, "min_cells": 3}, "confidence_cutoff": 0.9,
+                                       "hub_quantile": None, "hub_scan": [0.9, 1.0], "betas": [0.5, 5.0, 0.5],
+                                       "robustness_repeats": 5, "execution": INPROCESS}
     return params
+
+
+CNN_STAGES = ("data", "images", "screen", "embeddings", "loto", "interactome")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +53,7 @@ def cnn_run(tmp_path_factory, run_cli) -> tuple[Path, int]:
     (workdir / "params").mkdir()
     (workdir / "params" / "smoke.yml").write_text(yaml.safe_dump(cnn_params(), sort_keys=False))
     load_params(workdir / "params" / "smoke.yml")  # valid before anything runs
-    return workdir, run_cli(workdir, "--stages", "data", "images", "screen", "embeddings", "loto", "--no-html", root=REPO)
+    return workdir, run_cli(workdir, "--stages", *CNN_STAGES, "--no-html", root=REPO)
 
 
 def test_the_cnn_stages_run_and_hand_over_their_artifacts(cnn_run):
@@ -80,12 +87,23 @@ def test_the_cnn_stages_run_and_hand_over_their_artifacts(cnn_run):
     for target in impactful:
         model = loto.obs[loto.obs["model"] == target]
         assert set(model["gene"]) == set(impactful) | {"EMPTY"}
+    # stage 05: the interactome, its tables and GraphML agree; the impactful genes in the PPI are covered
+    interactome = runs / "05_interactome"
+    nodes = pd.read_parquet(interactome / "nodes.parquet")
+    edges = pd.read_parquet(interactome / "edges.parquet")
+    graph = nx.read_graphml(interactome / "interactome.graphml")
+    assert sorted(graph.nodes) == sorted(nodes.index) == sorted((interactome / "interactome_genes.txt").read_text().split())
+    assert graph.number_of_edges() == len(edges) and set(edges["gene1"]) | set(edges["gene2"]) <= set(nodes.index)
+    assert nodes["is_target"].sum() == json.loads((interactome / "summary.json").read_text())["targets_covered"] >= 1
+    assert nodes["robustness"].between(0, 1).all() and edges["in_tree"].sum() == len(nodes) - 1
+    sweep = pd.read_parquet(interactome / "beta_sweep.parquet")
+    assert sweep["beta"].tolist() == pytest.approx([0.5 * k for k in range(1, 10)])
 
 
 def test_a_second_run_skips_every_stage(cnn_run, run_cli, capsys):
     workdir, code = cnn_run
     assert code == 0
     copy = Path(shutil.copytree(workdir, workdir.parent / "cnn_stages_copy"))
-    assert run_cli(copy, "--stages", "data", "images", "screen", "embeddings", "loto", "--no-html", root=REPO) == 0
+    assert run_cli(copy, "--stages", *CNN_STAGES, "--no-html", root=REPO) == 0
     out = capsys.readouterr().out
-    assert out.count("skipped (up to date)") == 5
+    assert out.count("skipped (up to date)") == len(CNN_STAGES)

@@ -67,3 +67,52 @@ def test_marker_table_against_hand_computed_values():
     assert (table["fdr"] >= table["p_value"]).all()
     with pytest.raises(KeyError, match="HEK293"):
         expression.marker_table(bulk, target="HEK293")
+
+
+def test_ensembl_ids_map_to_symbols_as_the_reference(tmp_path):
+    table = tmp_path / "hgnc_complete_set.txt"
+    # the HGNC complete set: tab-separated, many columns; some genes have no Ensembl ID
+    table.write_text("hgnc_id\tsymbol\tname\tensembl_gene_id\n"
+                     "HGNC:11998\tTP53\ttumor protein p53\tENSG00000141510\n"
+                     "HGNC:6973\tMDM2\tMDM2 proto-oncogene\tENSG00000135679\n"
+                     "HGNC:1\tNOID\tno Ensembl ID\t\n"
+                     "HGNC:2\tTP53DUP\ta second symbol of the same gene\tENSG00000141510\n"
+                     "HGNC:3\tMDM2\ta second gene with the symbol MDM2\tENSG00000999999\n")
+    mapping = expression.read_gene_id_table(table)
+    assert mapping.to_dict() == {"ENSG00000141510": "TP53", "ENSG00000135679": "MDM2", "ENSG00000999999": "MDM2"}
+    x = np.arange(10, dtype=np.float32).reshape(2, 5)
+    adata = ad.AnnData(x, var=pd.DataFrame(index=["ENSG00000999999.3", "ENSG00000141510.17", "ENSG00000000000",
+                                                  "ENSG00000135679", "ERCC-00002"]))
+    mapped = expression.map_gene_ids(adata, mapping)
+    # IDs without a symbol are dropped; of the two MDM2 genes the first column is kept
+    assert mapped.var_names.tolist() == ["MDM2", "TP53"]
+    assert mapped.var["gene_id"].tolist() == ["ENSG00000999999.3", "ENSG00000141510.17"]
+    np.testing.assert_array_equal(mapped.X, x[:, [0, 1]])
+    assert adata.var_names[0] == "ENSG00000999999.3"  # the input is untouched
+    with pytest.raises(ValueError, match="none of the 1 gene IDs"):
+        expression.map_gene_ids(adata[:, ["ERCC-00002"]], mapping)
+
+
+def test_gene_id_table_needs_its_columns(tmp_path):
+    bad = tmp_path / "ids.tsv"
+    bad.write_text("a\tb\tc\n1\t2\t3\n")
+    with pytest.raises(ValueError, match="ids.tsv: expected columns 'ensembl_gene_id' and 'symbol'"):
+        expression.read_gene_id_table(bad)
+    two = tmp_path / "two.csv"
+    two.write_text("id,gene\nENSG1,A\nENSG2,B\n")
+    assert expression.read_gene_id_table(two).to_dict() == {"ENSG1": "A", "ENSG2": "B"}
+
+
+def test_single_cell_counts_are_read_from_h5ad_or_csv(tmp_path):
+    raw = counts()
+    raw.write_h5ad(tmp_path / "counts.h5ad")
+    np.testing.assert_array_equal(expression.read_single_cell(tmp_path / "counts.h5ad").X, raw.X)
+    pd.DataFrame(raw.X, index=raw.obs_names, columns=["A", "B", "C", "D"]).to_csv(tmp_path / "counts.csv.gz")
+    from_csv = expression.read_single_cell(tmp_path / "counts.csv.gz")
+    np.testing.assert_array_equal(from_csv.X, raw.X)
+    assert from_csv.var_names.tolist() == ["A", "B", "C", "D"]
+    with pytest.raises(FileNotFoundError, match="missing.h5ad"):
+        expression.read_single_cell(tmp_path / "missing.h5ad")
+    (tmp_path / "counts.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"must be \.h5ad or \.csv"):
+        expression.read_single_cell(tmp_path / "counts.txt")

@@ -40,6 +40,53 @@ def read_counts_csv(path: str | Path, cells_in_rows: bool = True) -> ad.AnnData:
                       var=pd.DataFrame(index=table.columns.astype(str)))
 
 
+def read_single_cell(path: str | Path, cells_in_rows: bool = True) -> ad.AnnData:
+    """Single-cell counts from an ``.h5ad`` file (cells × genes) or a counts CSV (see :func:`read_counts_csv`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no single-cell counts file")
+    if path.suffix == ".h5ad":
+        return ad.read_h5ad(path)
+    if path.name.endswith((".csv", ".csv.gz")):
+        return read_counts_csv(path, cells_in_rows=cells_in_rows)
+    raise ValueError(f"{path}: single-cell counts must be .h5ad or .csv(.gz)")
+
+
+def read_gene_id_table(path: str | Path) -> pd.Series:
+    """Ensembl gene ID → symbol, from the HGNC complete set (columns ``ensembl_gene_id``, ``symbol``).
+
+    A table with exactly two columns (ID, symbol) is read as well. IDs without a symbol are dropped;
+    an ID listed twice keeps its first symbol.
+    """
+    path = Path(path)
+    table = pd.read_csv(path, sep=None, engine="python", dtype=str)
+    if {"ensembl_gene_id", "symbol"} <= set(table.columns):
+        table = table[["ensembl_gene_id", "symbol"]]
+    elif table.shape[1] != 2:
+        raise ValueError(f"{path}: expected columns 'ensembl_gene_id' and 'symbol' (HGNC complete set) or two "
+                         f"columns (ID, symbol), found {list(table.columns)[:6]}")
+    table = table.dropna()
+    mapping = pd.Series(table.iloc[:, 1].str.strip().to_numpy(), index=table.iloc[:, 0].str.strip().to_numpy())
+    return mapping[~mapping.index.duplicated()].rename("symbol")
+
+
+def map_gene_ids(counts: ad.AnnData, mapping: pd.Series) -> ad.AnnData:
+    """Rename the genes of ``counts`` from Ensembl IDs to symbols (method §2.4, step 1–2); a new AnnData.
+
+    Version suffixes (``ENSG00000141510.17``) are ignored; IDs without a symbol are dropped; of genes
+    mapped to the same symbol the first is kept. ``var["gene_id"]`` keeps the original ID.
+    """
+    ids = pd.Index(counts.var_names.astype(str))
+    symbols = pd.Series(ids.str.replace(r"\.\d+$", "", regex=True), index=ids).map(mapping)
+    keep = symbols.notna().to_numpy() & ~symbols.duplicated().to_numpy()
+    if not keep.any():
+        raise ValueError(f"none of the {len(ids)} gene IDs (e.g. {ids[0]!r}) is in the ID → symbol table")
+    adata = counts[:, keep].copy()
+    adata.var["gene_id"] = ids[keep].to_numpy()
+    adata.var_names = pd.Index(symbols[keep].astype(str).to_numpy())
+    return adata
+
+
 def preprocess_single_cell(counts: ad.AnnData, *, min_genes: int = 8000, min_cells: int = 10,
                            target_sum: float = 1e6) -> ad.AnnData:
     """The reference's single-cell preprocessing (method §2.4); returns a new AnnData, ``counts`` untouched.

@@ -7,6 +7,7 @@ an interactome, gene sets, the screened gene list); only file names and sources 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -25,6 +26,9 @@ class RawInput:
 _COMMON_OMICS = (
     RawInput("scrnaseq", "expression/GSE146773_Counts.csv.gz", "FUCCI U2OS single-cell counts (cells × Ensembl genes)",
              "GEO GSE146773 (Mahdessian et al. 2021), file GSE146773_Counts.csv.gz"),
+    RawInput("gene_ids", "expression/hgnc_complete_set.txt",
+             "Ensembl gene IDs → HGNC symbols (columns ensembl_gene_id, symbol) for the single-cell counts",
+             "HGNC complete set, https://www.genenames.org/download/statistics-and-files/ (hgnc_complete_set.txt)"),
     RawInput("bulk_expression", "expression/CCLE_expression.csv", "bulk log2(TPM+1) over cell lines",
              "DepMap 21Q2, CCLE_expression.csv"),
     RawInput("bulk_sample_info", "expression/sample_info.csv", "cell-line annotation (stripped_cell_line_name)",
@@ -62,6 +66,16 @@ RAW_INPUTS: dict[str, tuple[RawInput, ...]] = {
                  "written by the Rohban run's interactome stage"),
     ),
 }
+
+
+def raw_input_path(raw: RawLayout, source: str, key: str) -> Path | None:
+    """Where the raw input ``key`` of a data source lies, or ``None`` when the source has no such input."""
+    if source not in RAW_INPUTS:
+        raise KeyError(f"unknown data source '{source}' (known: {', '.join(RAW_INPUTS)})")
+    for item in RAW_INPUTS[source]:
+        if item.key == key:
+            return raw.root / item.path
+    return None
 
 
 class MissingRawInputsError(FileNotFoundError):
