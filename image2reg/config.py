@@ -320,6 +320,67 @@ class InteractomeStageParams(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Stage 06: regulatory gene embeddings
+# --------------------------------------------------------------------------------------------
+class GaeParams(StrictModel):
+    """Hyper-parameters of one GAE run (the ``gae`` block of stage 06's params)."""
+
+    hidden_dim: int = Field(default=1024, ge=1, description="output size of the first graph convolution")
+    latent_dim: int = Field(default=1024, ge=1, description="size of the gene embeddings")
+    alpha: float = Field(default=1.0, ge=0, description="weight of the link reconstruction loss")
+    beta: float = Field(default=0.0, ge=0, description="weight of the L1 node-feature reconstruction loss")
+    gamma: float = Field(default=1.0, ge=0, description="weight of the latent classifier's cross-entropy")
+    learning_rate: float = Field(default=1e-5, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(default=0.0, ge=0, description="Adam weight decay")
+    epochs: int = Field(default=10000, ge=1, description="maximum number of epochs (full-graph steps)")
+    patience: int = Field(default=100, ge=1, description="epochs without a lower validation loss before stopping")
+    val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the edges held out for validation")
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="share of the edges held out for testing")
+    graph: Literal["split_graph", "full_graph"] = Field(
+        default="split_graph",
+        description="message passing on the train (+val for testing) edges only, or on all edges everywhere")
+    seed: int = Field(default=5678, description="seed of the edge split, the initial weights and the negatives")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="cpu", description="auto: cuda when available")
+
+    @model_validator(mode="after")
+    def _check(self) -> GaeParams:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction must be < 1 to leave training edges, got "
+                             f"{self.val_fraction} + {self.test_fraction}")
+        if self.alpha + self.beta + self.gamma <= 0:
+            raise ValueError("at least one of alpha, beta, gamma must be > 0")
+        return self
+
+
+class RegulatoryStageParams(StrictModel):
+    """Stage 06: graph autoencoder on the interactome → regulatory gene embeddings (method §6)."""
+
+    features: list[Literal["expression", "gene_sets"]] = Field(
+        default_factory=lambda: ["expression", "gene_sets"],
+        description="node features: scaled single-cell expression and/or gene-set membership")
+    labels: Literal["image_clusters", "none"] = Field(
+        default="image_clusters", description="classes of the latent classifier: clusters of the genes' mean image "
+                                              "embeddings (the reference's 'physical' labels) | none")
+    n_clusters: int = Field(default=10, ge=1, description="image clusters of a LOTO model's training targets")
+    n_clusters_all: int = Field(default=11, ge=1, description="image clusters of all targets (the model on all "
+                                                              "genes)")
+    loto: bool = Field(default=True, description="one model per held-out target, its labels without the target")
+    evaluation_seeds: int = Field(default=5, ge=1, description="edge splits of the model on all genes, for the "
+                                                               "spread of the link-prediction AUC")
+    gae: GaeParams = Field(default_factory=GaeParams)
+    n_embedding_clusters: int = Field(default=8, ge=2, description="clusters of the embeddings in the report")
+    umap_neighbors: int = Field(default=15, ge=2)
+    torch_threads: int | None = Field(default=1, ge=1, description="threads per model (null: torch's default)")
+    execution: ExecutionParams = Field(default_factory=ExecutionParams)
+
+    @model_validator(mode="after")
+    def _features(self) -> RegulatoryStageParams:
+        if not self.features or len(set(self.features)) != len(self.features):
+            raise ValueError("features must name expression and/or gene_sets, each once")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
 # The whole file
 # --------------------------------------------------------------------------------------------
 class StagesParams(StrictModel):
@@ -331,6 +392,7 @@ class StagesParams(StrictModel):
     embeddings: EmbeddingStageParams | None = None
     loto: LotoStageParams | None = None
     interactome: InteractomeStageParams | None = None
+    regulatory: RegulatoryStageParams | None = None
 
 
 class RunParams(StrictModel):

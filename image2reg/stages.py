@@ -39,6 +39,8 @@ STAGES: tuple[Stage, ...] = (
           inputs=("images", "screen")),
     Stage("05", "interactome", "Gene–gene interactome: PPI and expression → prize-collecting Steiner tree",
           inputs=("data", "screen")),
+    Stage("06", "regulatory", "Regulatory gene embeddings: graph autoencoder on the interactome",
+          inputs=("interactome", "embeddings", "loto")),
 )
 
 

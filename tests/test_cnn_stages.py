@@ -1,4 +1,4 @@
-"""Stages 02-05 end to end through the runbook, on a small synthetic world with tiny models.
+"""Stages 02-06 end to end through the runbook, on a small synthetic world with tiny models.
 
 The smoke world is made big enough for two folds (two plates), the CNNs tiny (width 2, 16 px,
 one or two epochs): the test checks that the notebooks run and hand over their artifacts, not
@@ -41,10 +41,14 @@ def cnn_params() -> dict:
     params["stages"]["interactome"] = {"single_cell": {"min_genes": 5, "min_cells": 3}, "confidence_cutoff": 0.9,
                                        "hub_quantile": None, "hub_scan": [0.9, 1.0], "betas": [0.5, 5.0, 0.5],
                                        "robustness_repeats": 5, "execution": INPROCESS}
+    params["stages"]["regulatory"] = {"n_clusters": 2, "n_clusters_all": 2, "evaluation_seeds": 2,
+                                      "gae": {"hidden_dim": 8, "latent_dim": 4, "learning_rate": 0.01, "epochs": 20,
+                                              "patience": 5}, "n_embedding_clusters": 2, "umap_neighbors": 3,
+                                      "execution": INPROCESS}
     return params
 
 
-CNN_STAGES = ("data", "images", "screen", "embeddings", "loto", "interactome")
+CNN_STAGES = ("data", "images", "screen", "embeddings", "loto", "interactome", "regulatory")
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +96,25 @@ def test_the_cnn_stages_run_and_hand_over_their_artifacts(cnn_run):
     nodes = pd.read_parquet(interactome / "nodes.parquet")
     edges = pd.read_parquet(interactome / "edges.parquet")
     graph = nx.read_graphml(interactome / "interactome.graphml")
-    assert sorted(graph.nodes) == sorted(nodes.index) == sorted((interactome / "interactome_genes.txt").read_text().split())
+    listed = (interactome / "interactome_genes.txt").read_text().split()
+    assert sorted(graph.nodes) == sorted(nodes.index) == sorted(listed)
     assert graph.number_of_edges() == len(edges) and set(edges["gene1"]) | set(edges["gene2"]) <= set(nodes.index)
     assert nodes["is_target"].sum() == json.loads((interactome / "summary.json").read_text())["targets_covered"] >= 1
     assert nodes["robustness"].between(0, 1).all() and edges["in_tree"].sum() == len(nodes) - 1
     sweep = pd.read_parquet(interactome / "beta_sweep.parquet")
     assert sweep["beta"].tolist() == pytest.approx([0.5 * k for k in range(1, 10)])
+    # stage 06: one embedding per interactome gene; one LOTO model per covered target, the target unlabelled
+    regulatory = runs / "06_regulatory"
+    embeddings = ad.read_h5ad(regulatory / "regulatory_embeddings.h5ad")
+    assert embeddings.obs_names.tolist() == nodes.index.tolist() and embeddings.n_vars == 4
+    covered = sorted(nodes.index[nodes["is_target"]])
+    loto_reg = ad.read_h5ad(regulatory / "regulatory_embeddings_loto.h5ad")
+    assert sorted(loto_reg.obs["model"].unique()) == covered and loto_reg.n_obs == len(covered) * len(nodes)
+    assert (loto_reg.obs.loc[loto_reg.obs["is_target"], "gene"].astype(str).tolist()
+            == loto_reg.obs.loc[loto_reg.obs["is_target"], "model"].astype(str).tolist())
+    gae_metrics = pd.read_parquet(regulatory / "metrics.parquet")
+    assert gae_metrics["kind"].tolist() == ["all", "replicate"] + ["loto"] * len(covered)
+    assert gae_metrics["test_auc"].between(0, 1).all()
 
 
 def test_a_second_run_skips_every_stage(cnn_run, run_cli, capsys):
