@@ -203,7 +203,7 @@ plotting.embedding_scatter(coordinates, nodes["cluster"].astype(str).rename("int
 plt.show()
 if labels_all is not None:
     plotting.embedding_scatter(coordinates, pd.Series(np.where(labels_all >= 0, labels_all.astype(str), "none")),
-                               "… image cluster of the impactful genes (the classifier's labels)")
+                               "… image cluster of the impactful targets (the classifier's labels; other genes: none)")
     plt.show()
 
 # %% [markdown]

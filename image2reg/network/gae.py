@@ -37,7 +37,7 @@ from torch_geometric.data import Data
 from torch_geometric.nn import GAE, GCNConv
 from torch_geometric.transforms import RandomLinkSplit
 from torch_geometric.utils import negative_sampling
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from image2reg.config import GaeParams
 
