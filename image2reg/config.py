@@ -381,6 +381,52 @@ class RegulatoryStageParams(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Stage 07: translation
+# --------------------------------------------------------------------------------------------
+class TranslationInputParams(StrictModel):
+    """Input augmentations of the translation (method §7.3); the defaults add none (the released setting)."""
+
+    use_y_train_mean: bool = Field(default=False, description="append the training genes' mean regulatory "
+                                                              "embedding")
+    n_neighbors: int = Field(default=0, ge=0, description="relaxed SI coefficients on this many nearest training "
+                                                          "genes (0: none)")
+    n_encodings: int = Field(default=2, ge=1, description="Fourier encodings of the coefficients")
+    encoding: Literal["positional", "gauss"] = "positional"
+    sigma: float = Field(default=1.0, gt=0, description="scale of the Fourier encoding")
+    append_neighbors: Literal["images", "genes"] | None = Field(default=None, description="also append the "
+                                                                "neighbours' image or regulatory embeddings")
+    normalize_inputs: bool = Field(default=False, description="image embeddings scaled to unit length first")
+
+
+class TranslationStageParams(StrictModel):
+    """Stage 07: image → regulatory embedding translation, LOTO evaluation and grid search (method §7)."""
+
+    model: Literal["ntk", "linear", "kernel_ridge", "si"] = Field(default="ntk", description="the translation")
+    reg: float = Field(default=1.0, ge=0, description="ridge of the model (the released NTK setting: 1)")
+    inputs: TranslationInputParams = Field(default_factory=TranslationInputParams)
+    compare: list[Literal["ntk", "linear", "kernel_ridge", "si"]] = Field(
+        default_factory=lambda: ["linear", "kernel_ridge", "si"], description="other models in the report")
+    max_k: int = Field(default=50, ge=1, description="top-k curves up to this k")
+    auc_ks: list[int] = Field(default_factory=lambda: [20, 50], description="areas under the top-k curve reported")
+    selection_ks: list[int] = Field(default_factory=lambda: [20, 50], description="grid selection: the sum of "
+                                                                                    "these areas")
+    permutation_repeats: int = Field(default=1000, ge=0, description="shuffled image–gene pairings (0: skip)")
+    random_repeats: int = Field(default=1000, ge=1, description="random-gene rankings for the random baseline band")
+    grid_search: bool = Field(default=True, description="run the grid of input augmentations and ridges")
+    grid: dict[str, list[Any]] | None = Field(default=None, description="values per setting; null: the "
+                                                                          "reference's grid (1,440 settings)")
+    execution: ExecutionParams = Field(default_factory=ExecutionParams)
+
+    @model_validator(mode="after")
+    def _ks(self) -> TranslationStageParams:
+        for key in ("auc_ks", "selection_ks"):
+            values = getattr(self, key)
+            if not values or any(k < 1 or k > self.max_k for k in values):
+                raise ValueError(f"{key} must list values between 1 and max_k ({self.max_k})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
 # The whole file
 # --------------------------------------------------------------------------------------------
 class StagesParams(StrictModel):
@@ -393,6 +439,7 @@ class StagesParams(StrictModel):
     loto: LotoStageParams | None = None
     interactome: InteractomeStageParams | None = None
     regulatory: RegulatoryStageParams | None = None
+    translation: TranslationStageParams | None = None
 
 
 class RunParams(StrictModel):

@@ -41,6 +41,8 @@ STAGES: tuple[Stage, ...] = (
           inputs=("data", "screen")),
     Stage("06", "regulatory", "Regulatory gene embeddings: graph autoencoder on the interactome",
           inputs=("interactome", "embeddings", "loto")),
+    Stage("07", "translation", "Translation: image → regulatory embeddings, LOTO top-k and the grid search",
+          inputs=("loto", "regulatory")),
 )
 
 

@@ -45,10 +45,14 @@ def cnn_params() -> dict:
                                       "gae": {"hidden_dim": 8, "latent_dim": 4, "learning_rate": 0.01, "epochs": 20,
                                               "patience": 5}, "n_embedding_clusters": 2, "umap_neighbors": 3,
                                       "execution": INPROCESS}
+    params["stages"]["translation"] = {"max_k": 5, "auc_ks": [3, 5], "selection_ks": [3, 5],
+                                       "permutation_repeats": 20, "random_repeats": 50,
+                                       "grid": {"reg": [1.0, 10.0], "use_y_train_mean": [False, True]},
+                                       "execution": INPROCESS}
     return params
 
 
-CNN_STAGES = ("data", "images", "screen", "embeddings", "loto", "interactome", "regulatory")
+CNN_STAGES = ("data", "images", "screen", "embeddings", "loto", "interactome", "regulatory", "translation")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +91,8 @@ def test_the_cnn_stages_run_and_hand_over_their_artifacts(cnn_run):
     # stage 04: each impactful gene held out once, embedded by the model that never saw it
     loto = ad.read_h5ad(runs / "04_loto" / "gene_embeddings_loto.h5ad")
     targets = loto.obs[loto.obs["is_target"]]
-    assert sorted(targets["gene"]) == sorted(impactful) and (targets["model"].astype(str) == targets["gene"].astype(str)).all()
+    assert sorted(targets["gene"]) == sorted(impactful)
+    assert (targets["model"].astype(str) == targets["gene"].astype(str)).all()
     for target in impactful:
         model = loto.obs[loto.obs["model"] == target]
         assert set(model["gene"]) == set(impactful) | {"EMPTY"}
@@ -115,6 +120,38 @@ def test_the_cnn_stages_run_and_hand_over_their_artifacts(cnn_run):
     gae_metrics = pd.read_parquet(regulatory / "metrics.parquet")
     assert gae_metrics["kind"].tolist() == ["all", "replicate"] + ["loto"] * len(covered)
     assert gae_metrics["test_auc"].between(0, 1).all()
+    # stage 07: a rank per held-out target and method, the grid and its summary
+    translation = runs / "07_translation"
+    ranks = pd.read_parquet(translation / "ranks.parquet")
+    assert sorted(ranks.index) == covered and ranks.to_numpy().min() >= 0 and ranks.to_numpy().max() < len(nodes)
+    assert len(pd.read_parquet(translation / "grid.parquet")) == 4
+    result = json.loads((translation / "summary.json").read_text())
+    assert result["targets"] == len(covered) and 0 <= result["p_random_top5"] <= 1
+
+
+def test_predict_ranks_the_genes_for_new_images_of_a_held_out_gene(cnn_run, tmp_path, capsys):
+    from image2reg.__main__ import main
+    from image2reg.data.synthetic import render_query_fields
+
+    workdir, code = cnn_run
+    assert code == 0
+    runs = workdir / "runs" / "smoke"
+    nodes = pd.read_parquet(runs / "05_interactome" / "nodes.parquet")
+    gene = sorted(nodes.index[nodes["is_target"]])[0]
+    params = load_params(workdir / "params" / "smoke.yml").stage("data").synthetic.screen
+    render_query_fields(pd.read_parquet(runs / "raw" / "truth" / "genes.parquet"), gene, 3, params, tmp_path / "q",
+                        seed=7)
+    out = tmp_path / "ranking.csv"
+    args = ["predict", "--images", str(tmp_path / "q"), "--params", str(workdir / "params" / "smoke.yml"),
+            "--runs-dir", str(workdir / "runs"), "--model", f"loto:{gene}", "--top", "3", "--out", str(out)]
+    assert main(args) == 0
+    ranking = pd.read_csv(out)
+    assert sorted(ranking["gene"]) == sorted(nodes.index) and ranking["rank"].tolist() == list(range(1, len(nodes) + 1))
+    assert ranking["distance"].is_monotonic_increasing
+    printed = capsys.readouterr().out
+    assert ranking["gene"].iloc[0] in printed and len(printed.strip().splitlines()) == 4  # header + top 3
+    assert main(args[:2] + [str(tmp_path / "empty")] + args[3:]) == 2
+    assert "no .tif/.tiff fields of view found" in capsys.readouterr().err
 
 
 def test_a_second_run_skips_every_stage(cnn_run, run_cli, capsys):

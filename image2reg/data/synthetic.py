@@ -74,7 +74,8 @@ _BLUR_SIGMA = 4.0
 _PHENOTYPE_CLIP = 3.5
 
 # Independent random streams, one per part of the world.
-_STREAM_GENES, _STREAM_PPI, _STREAM_SC, _STREAM_BULK, _STREAM_SETS, _STREAM_SCREEN, _STREAM_FIELD = range(7)
+(_STREAM_GENES, _STREAM_PPI, _STREAM_SC, _STREAM_BULK, _STREAM_SETS, _STREAM_SCREEN, _STREAM_FIELD,
+ _STREAM_QUERY) = range(8)
 
 
 def _rng(seed: int, stream: int, *key: int) -> np.random.Generator:
@@ -710,6 +711,37 @@ def _write_screen(screen: pd.DataFrame, wells: pd.DataFrame, params: SyntheticSc
             "n_nuclei": int(len(nuclei)), "n_blurry_fields": int(field_truth["blurry"].sum()),
             "n_saturated_fields": int(field_truth["saturated"].sum()),
             "n_touching_nuclei": int(nuclei["touching"].sum())}
+
+
+def render_query_fields(genes: pd.DataFrame, gene: str, n_fields: int, params: SyntheticScreenParams,
+                        out_dir: str | Path, seed: int) -> list[Path]:
+    """New fields of view of one gene of a synthesized world, as a fresh well that no stage has seen.
+
+    The gene's phenotype shift comes from the world's truth (``genes``: ``truth/genes.parquet``); the
+    plate illumination, well offset and nuclei are drawn from a stream of their own, so the fields
+    differ from every field of the screen. For checking predictions on a held-out condition.
+    """
+    table = genes.set_index("gene") if "gene" in genes else genes
+    if gene not in table.index:
+        raise KeyError(f"{gene!r} is not a gene of the synthetic world")
+    shift = table.loc[gene, [f"shift_{p}" for p in PHENOTYPES]].to_numpy(dtype=np.float64)
+    code = int(table.index.get_loc(gene))
+    illumination = illumination_field(params.field_size, params.illumination_strength,
+                                      _rng(seed, _STREAM_QUERY, code))
+    well_offset = _rng(seed, _STREAM_QUERY, code, 0).normal(0, params.well_effect_sd, len(PHENOTYPES))
+    out_dir = Path(out_dir)
+    paths = []
+    for site in range(1, n_fields + 1):
+        rng = _rng(seed, _STREAM_QUERY, code, site)
+        n = rng.poisson(params.nuclei_per_field)
+        phenotypes = np.clip(shift + well_offset + rng.standard_normal((n, len(PHENOTYPES))),
+                             -_PHENOTYPE_CLIP, _PHENOTYPE_CLIP)
+        image, _, _ = render_field(phenotypes, params, illumination, False, False, rng)
+        path = out_dir / f"{gene.lower()}_query_s{site}.tif"
+        with atomic_path(path) as tmp:
+            tifffile.imwrite(tmp, image)
+        paths.append(path)
+    return paths
 
 
 def rohban_metadata(fields: pd.DataFrame, screen: pd.DataFrame) -> pd.DataFrame:

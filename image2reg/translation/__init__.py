@@ -1,0 +1,1 @@
+"""Translation from gene perturbation (image) embeddings to regulatory gene embeddings (method §7)."""
