@@ -49,7 +49,7 @@ from image2reg.data import expression
 from image2reg.layout import atomic_path, write_text_atomic
 from image2reg.network.enrichment import read_gmt
 from image2reg.network.gae import node_features
-from image2reg.network.inference import module_recovery
+from image2reg.network.inference import load_single_cell, module_recovery
 from image2reg.network.regulatory import gae_tasks, read_task_embeddings, read_task_history, run_gae_task
 from image2reg.data.raw import raw_input_path
 from image2reg.notebook import setup_stage
@@ -75,15 +75,8 @@ print(f"interactome: {len(nodes)} genes, {len(edge_table)} edges, {int(nodes['is
 genes = nodes.index.to_numpy(str)
 position = pd.Series(np.arange(len(genes)), index=genes)
 edges = np.column_stack([position.loc[edge_table["gene1"]].to_numpy(), position.loc[edge_table["gene2"]].to_numpy()])
-stage05 = ctx.params.stage("interactome")
 source = ctx.params.stage("data").source
-counts = expression.read_single_cell(raw_input_path(layout.raw, source, "scrnaseq"), stage05.single_cell.cells_in_rows)
-ids = raw_input_path(layout.raw, source, "gene_ids")
-if ids is not None:
-    counts = expression.map_gene_ids(counts, expression.read_gene_id_table(ids))
-single = stage05.single_cell
-cells = expression.preprocess_single_cell(counts, min_genes=single.min_genes, min_cells=single.min_cells,
-                                          target_sum=single.target_sum)
+cells = load_single_cell(layout.raw, source, ctx.params.stage("interactome"))
 gene_sets = read_gmt(raw_input_path(layout.raw, source, "genesets")) if "gene_sets" in params.features else None
 features, names = node_features(expression.dense_expression(cells[:, genes]), genes, gene_sets)
 if "expression" not in params.features:

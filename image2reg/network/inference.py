@@ -55,18 +55,23 @@ def load_inputs(raw: RawLayout, source: str, params: InteractomeStageParams) -> 
                                       params.ppi.string_min_score)
     else:
         edges = ppi.read_irefindex(raw_input_path(raw, source, "ppi"))
-    counts = expression.read_single_cell(raw_input_path(raw, source, "scrnaseq"), params.single_cell.cells_in_rows)
-    ids = raw_input_path(raw, source, "gene_ids")
-    if ids is not None:
-        counts = expression.map_gene_ids(counts, expression.read_gene_id_table(ids))
-    single = params.single_cell
-    single_cell = expression.preprocess_single_cell(counts, min_genes=single.min_genes, min_cells=single.min_cells,
-                                                    target_sum=single.target_sum)
+    single_cell = load_single_cell(raw, source, params)
     bulk = expression.read_ccle(raw_input_path(raw, source, "bulk_expression"),
                                 raw_input_path(raw, source, "bulk_sample_info"))
     markers = expression.marker_table(bulk, params.target_line)
     return InteractomeInputs(ppi=edges, single_cell=single_cell, markers=markers,
                              gene_sets=read_gmt(raw_input_path(raw, source, "genesets")))
+
+
+def load_single_cell(raw: RawLayout, source: str, params: InteractomeStageParams) -> ad.AnnData:
+    """The dataset's single-cell counts, gene IDs mapped to symbols when the source needs it, preprocessed."""
+    counts = expression.read_single_cell(raw_input_path(raw, source, "scrnaseq"), params.single_cell.cells_in_rows)
+    ids = raw_input_path(raw, source, "gene_ids")
+    if ids is not None:
+        counts = expression.map_gene_ids(counts, expression.read_gene_id_table(ids))
+    single = params.single_cell
+    return expression.preprocess_single_cell(counts, min_genes=single.min_genes, min_cells=single.min_cells,
+                                             target_sum=single.target_sum)
 
 
 def universe_edges(edges: pd.DataFrame, gene_lists: Sequence[Sequence[str]], targets: Sequence[str] = ()
