@@ -413,6 +413,8 @@ class TranslationStageParams(StrictModel):
     permutation_repeats: int = Field(default=1000, ge=0, description="shuffled image–gene pairings (0: skip)")
     random_repeats: int = Field(default=1000, ge=1, description="random-gene rankings for the random baseline band")
     grid_search: bool = Field(default=True, description="run the grid of input augmentations and ridges")
+    query_fields: int = Field(default=8, ge=0, description="synthetic data only: fresh fields per impactful gene "
+                                                           "run through the predict command (0: skip)")
     grid: dict[str, list[Any]] | None = Field(default=None, description="values per setting; null: the "
                                                                           "reference's grid (1,440 settings)")
     execution: ExecutionParams = Field(default_factory=ExecutionParams)

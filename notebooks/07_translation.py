@@ -49,6 +49,8 @@ from image2reg.translation.evaluate import (baseline_ranks, grid_ranks, grid_sum
                                             settings_grid, topk_accuracy, topk_auc)
 from image2reg.translation.features import InputSettings
 from image2reg.translation.inputs import loto_data
+from image2reg.data.synthetic import render_query_fields
+from image2reg.predict import rank_genes
 
 ctx = setup_stage("translation", dataset, params_path, fold, runs_dir, reports_dir)
 params, out, layout = ctx.stage_params, ctx.out_dir, ctx.layout
@@ -183,3 +185,33 @@ if params.grid_search:
                    nested_top5=float(nested_accuracy[4]),
                    **{f"nested_auc{k}": topk_auc(nested_accuracy, k) for k in params.auc_ks if k <= max_k})
 write_text_atomic(out / "summary.json", pd.Series(summary).to_json(indent=2) + "\n")
+
+# %% [markdown]
+# ## The predict command on held-out conditions
+#
+# Synthetic data only: for every impactful gene, fresh fields of view that no stage has seen are
+# drawn from the world's truth and run through `python -m image2reg predict --model loto:<GENE>`
+# (preprocessing, the LOTO CNN that never saw the gene, the translation fitted on the other
+# genes). Where does the true gene land among the interactome's genes?
+
+# %%
+if truth is not None and params.query_fields:
+    screen_params = ctx.params.stage("data").synthetic.screen
+    rows = []
+    for k, target in enumerate(data.targets):
+        query = out / "queries" / target
+        render_query_fields(truth.reset_index(), target, params.query_fields, screen_params, query, seed=ctx.seed + k)
+        ranking = rank_genes(query, dataset=ctx.params.dataset, params_path=ctx.params.source_path,
+                             runs_dir=layout.runs_dir, model=f"loto:{target}", work_dir=out / "queries_work" / target)
+        rows.append({"target": target, "rank": int(ranking.loc[ranking["gene"] == target, "rank"].iloc[0]),
+                     "top_3": ", ".join(ranking["gene"].head(3))})
+    queries = pd.DataFrame(rows).set_index("target")
+    with atomic_path(out / "predict_held_out.parquet") as tmp:
+        queries.to_parquet(tmp)
+    fraction = float((queries["rank"] <= 10).mean())
+    print(f"true gene in the top 10 for {int((queries['rank'] <= 10).sum())} of {len(queries)} held-out conditions "
+          f"({fraction:.0%}; random {10 / n_genes:.0%}); median rank {queries['rank'].median():g} of {n_genes}")
+    display(queries.sort_values("rank"))
+    summary.update(predict_top10_fraction=fraction, predict_median_rank=float(queries["rank"].median()))
+    write_text_atomic(out / "summary.json", pd.Series(summary).to_json(indent=2) + "\n")
+

@@ -48,6 +48,7 @@ def cnn_params() -> dict:
     params["stages"]["translation"] = {"max_k": 5, "auc_ks": [3, 5], "selection_ks": [3, 5],
                                        "permutation_repeats": 20, "random_repeats": 50,
                                        "grid": {"reg": [1.0, 10.0], "use_y_train_mean": [False, True]},
+                                       "query_fields": 2,
                                        "execution": INPROCESS}
     return params
 
@@ -127,6 +128,9 @@ def test_the_cnn_stages_run_and_hand_over_their_artifacts(cnn_run):
     assert len(pd.read_parquet(translation / "grid.parquet")) == 4
     result = json.loads((translation / "summary.json").read_text())
     assert result["targets"] == len(covered) and 0 <= result["p_random_top5"] <= 1
+    held_out = pd.read_parquet(translation / "predict_held_out.parquet")  # the predict command per target
+    assert sorted(held_out.index) == covered and held_out["rank"].between(1, len(nodes)).all()
+    assert result["predict_top10_fraction"] == pytest.approx((held_out["rank"] <= 10).mean())
 
 
 def test_predict_ranks_the_genes_for_new_images_of_a_held_out_gene(cnn_run, tmp_path, capsys):
