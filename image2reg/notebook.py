@@ -103,6 +103,20 @@ class CnnInputs:
         return self.screen_dir / "profiles.parquet"
 
 
+def impactful_genes(layout: RunLayout) -> list[str]:
+    """The impactful genes the screen stage selected (its ``impactful_genes.txt``)."""
+    listed = layout.stage_dir_of("screen") / "impactful_genes.txt"
+    if not listed.is_file():
+        raise FileNotFoundError(f"{listed} is missing: run the screen stage first")
+    return listed.read_text().split()
+
+
+def ground_truth(layout: RunLayout) -> pd.DataFrame | None:
+    """The synthetic world's genes table (modules, programs, effects), indexed by gene; None for real data."""
+    path = layout.raw.truth / "genes.parquet"
+    return pd.read_parquet(path).set_index("gene") if path.is_file() else None
+
+
 def cnn_inputs(ctx: StageContext) -> CnnInputs:
     """The control, the stage-01 and screen folders, the impactful genes, illumination files and ground truth.
 
@@ -111,13 +125,9 @@ def cnn_inputs(ctx: StageContext) -> CnnInputs:
     """
     layout = ctx.layout
     images_dir, screen_dir = layout.stage_dir_of("images"), layout.stage_dir_of("screen")
-    listed = screen_dir / "impactful_genes.txt"
-    if not listed.is_file():
-        raise FileNotFoundError(f"{listed} is missing: run the screen stage first")
+    impactful = impactful_genes(layout)
     illumination = None
     if "region" in ctx.stage_params.model.branches:
         illumination = illumination_files(layout.raw, images_dir, ctx.params.stage("images"))
-    truth_file = layout.raw.truth / "genes.parquet"
-    truth = pd.read_parquet(truth_file).set_index("gene") if truth_file.is_file() else None
     return CnnInputs(control=ctx.params.stage("screen").control, images_dir=images_dir, screen_dir=screen_dir,
-                     impactful=listed.read_text().split(), illumination=illumination, truth=truth)
+                     impactful=impactful, illumination=illumination, truth=ground_truth(layout))

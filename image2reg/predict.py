@@ -37,6 +37,7 @@ from image2reg.cnn.train import BEST_MODEL, predict as predict_latents
 from image2reg.config import RunParams, load_params, params_path_for
 from image2reg.images.pipeline import illumination_path, preprocess_images
 from image2reg.layout import RunLayout, atomic_path, find_project_root
+from image2reg.notebook import impactful_genes
 from image2reg.translation.evaluate import model_fit_predict
 from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.inputs import model_block
@@ -70,7 +71,7 @@ def query_fields(images: str | Path) -> pd.DataFrame:
 def encoders(layout: RunLayout, params: RunParams, model: str) -> list[TrainedEncoder]:
     """The trained CNNs of ``model`` (``folds`` or ``loto:<GENE>``) with their translation training pairs."""
     control = params.stage("screen").control
-    targets = (layout.stage_dir_of("screen") / "impactful_genes.txt").read_text().split()
+    targets = impactful_genes(layout)
     regulatory_dir = layout.stage_dir_of("regulatory")
     if model == "folds":
         all_genes = ad.read_h5ad(regulatory_dir / "regulatory_embeddings.h5ad")

@@ -48,16 +48,11 @@ from image2reg.network.inference import IndexedNetwork, load_inputs, module_reco
 from image2reg.network.io import write_interactome
 from image2reg.network.pcst import beta_sweep, node_prizes, robustness, select_beta, spearman_edge_costs
 from image2reg.layout import write_text_atomic
-from image2reg.notebook import setup_stage
+from image2reg.notebook import ground_truth, impactful_genes, setup_stage
 
 ctx = setup_stage("interactome", dataset, params_path, fold, runs_dir, reports_dir)
 params, out, raw = ctx.stage_params, ctx.out_dir, ctx.layout.raw
-listed = ctx.layout.stage_dir_of("screen") / "impactful_genes.txt"
-if not listed.is_file():
-    raise FileNotFoundError(f"{listed} is missing: run the screen stage first")
-targets = listed.read_text().split()
-truth_file = raw.truth / "genes.parquet"
-truth = pd.read_parquet(truth_file).set_index("gene") if truth_file.is_file() else None
+targets, truth = impactful_genes(ctx.layout), ground_truth(ctx.layout)
 print(f"{len(targets)} impactful genes from the screen")
 
 # %% [markdown]

@@ -52,16 +52,14 @@ from image2reg.network.gae import node_features
 from image2reg.network.inference import load_single_cell, module_recovery
 from image2reg.network.regulatory import gae_tasks, read_task_embeddings, read_task_history, run_gae_task
 from image2reg.data.raw import raw_input_path
-from image2reg.notebook import setup_stage
+from image2reg.notebook import ground_truth, impactful_genes, setup_stage
 
 ctx = setup_stage("regulatory", dataset, params_path, fold, runs_dir, reports_dir)
 params, out, layout = ctx.stage_params, ctx.out_dir, ctx.layout
 interactome_dir = layout.stage_dir_of("interactome")
 nodes = pd.read_parquet(interactome_dir / "nodes.parquet")
 edge_table = pd.read_parquet(interactome_dir / "edges.parquet")
-targets = (layout.stage_dir_of("screen") / "impactful_genes.txt").read_text().split()
-truth_file = layout.raw.truth / "genes.parquet"
-truth = pd.read_parquet(truth_file).set_index("gene") if truth_file.is_file() else None
+targets, truth = impactful_genes(layout), ground_truth(layout)
 print(f"interactome: {len(nodes)} genes, {len(edge_table)} edges, {int(nodes['is_target'].sum())} of "
       f"{len(targets)} impactful genes")
 

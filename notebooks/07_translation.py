@@ -42,7 +42,7 @@ from IPython.display import display
 
 from image2reg import plotting
 from image2reg.layout import atomic_path, write_text_atomic
-from image2reg.notebook import setup_stage
+from image2reg.notebook import ground_truth, impactful_genes, setup_stage
 from image2reg.translation.evaluate import (baseline_ranks, grid_ranks, grid_summary, loto_predictions, loto_ranks,
                                             model_fit_predict, nested_selection, permutation_p_value,
                                             permutation_ranks, random_ranks, random_topk, reference_grid,
@@ -55,13 +55,11 @@ from image2reg.predict import rank_genes
 ctx = setup_stage("translation", dataset, params_path, fold, runs_dir, reports_dir)
 params, out, layout = ctx.stage_params, ctx.out_dir, ctx.layout
 control = ctx.params.stage("screen").control
-targets = (layout.stage_dir_of("screen") / "impactful_genes.txt").read_text().split()
+targets, truth = impactful_genes(layout), ground_truth(layout)
 regulatory_dir = layout.stage_dir_of("regulatory")
 genes = ad.read_h5ad(regulatory_dir / "regulatory_embeddings.h5ad").obs_names.astype(str).to_numpy()
 data, left_out = loto_data(ad.read_h5ad(layout.stage_dir_of("loto") / "gene_embeddings_loto.h5ad"),
                            ad.read_h5ad(regulatory_dir / "regulatory_embeddings_loto.h5ad"), genes, targets, control)
-truth_file = layout.raw.truth / "genes.parquet"
-truth = pd.read_parquet(truth_file).set_index("gene") if truth_file.is_file() else None
 n_genes, max_k = len(genes), min(params.max_k, len(genes))
 print(f"{len(data.targets)} held-out targets ranked among {n_genes} interactome genes; left out (not in the "
       f"interactome or without LOTO models): {', '.join(left_out) if left_out else 'none'}")
