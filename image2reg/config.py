@@ -429,6 +429,65 @@ class TranslationStageParams(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Stage 08: validation on a second screen (JUMP)
+# --------------------------------------------------------------------------------------------
+class SecondScreenParams(StrictModel):
+    """Synthetic data only: the second screen of stage 08, the same world's genes imaged in a new "lab"."""
+
+    train_wells: int = Field(default=2, ge=1, description="wells per training (impactful) gene")
+    test_wells: int = Field(default=1, ge=1, description="wells per test gene")
+    control_wells: int = Field(default=8, ge=1)
+    sites_per_well: int = Field(default=4, ge=1)
+    effect: tuple[float, float] = Field(default=(1.2, 2.4), description="effect sizes of genes outside the first "
+                                                                          "screen (cell-noise SD units)")
+    max_test_genes: int | None = Field(default=None, ge=1, description="at most this many test genes, drawn at "
+                                                                       "random (null: every other interactome gene)")
+
+    @model_validator(mode="after")
+    def _effect(self) -> "SecondScreenParams":
+        low, high = self.effect
+        if not 0 <= low <= high:
+            raise ValueError(f"effect must be [low, high] with 0 <= low <= high, got {[low, high]}")
+        return self
+
+
+class ValidationStageParams(StrictModel):
+    """Stage 08: train the translation on the impactful genes of a second screen, predict its other genes (§8)."""
+
+    reference: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+$",
+                                  description="dataset whose impactful genes (stage 02), interactome (05) and "
+                                              "regulatory embeddings (06) are used, e.g. rohban for jump; "
+                                              "null: this dataset")
+    second_screen: SecondScreenParams | None = Field(default=None, description="synthetic data: the second screen "
+                                                                                "to synthesize")
+    n_folds: int = Field(default=4, ge=2, description="the CNN trains on fold 0 of this many folds")
+    n_inner: int = Field(default=5, ge=2)
+    undersample_control: bool = True
+    latent_dim: int = Field(default=1024, ge=2)
+    model: ModelParams = Field(default_factory=ModelParams)
+    training: TrainingParams = Field(default_factory=lambda: TrainingParams(batch_size=64))
+    translation: Literal["ntk", "linear", "kernel_ridge", "si"] = "ntk"
+    reg: float = Field(default=1.0, ge=0)
+    inputs: TranslationInputParams = Field(default_factory=TranslationInputParams)
+    n_clusters: int = Field(default=9, ge=1, description="k-means clusters of the regulatory embeddings")
+    min_train_per_cluster: int = Field(default=2, ge=0, description="the restricted evaluation keeps test genes of "
+                                                                    "clusters with at least this many training "
+                                                                    "genes (the reference: 2)")
+    max_k: int = Field(default=50, ge=1)
+    auc_ks: list[int] = Field(default_factory=lambda: [10, 20, 30, 40, 50],
+                              description="areas under the top-k curve; their sum is the reference's JUMP score")
+    permutation_repeats: int = Field(default=1000, ge=0, description="shuffled training pairs (0: skip)")
+    random_repeats: int = Field(default=1000, ge=1)
+    torch_threads: int | None = Field(default=None, ge=1, description="torch threads (null: torch's default)")
+
+    @model_validator(mode="after")
+    def _ks(self) -> "ValidationStageParams":
+        if not self.auc_ks or any(k < 1 or k > self.max_k for k in self.auc_ks):
+            raise ValueError(f"auc_ks must list values between 1 and max_k ({self.max_k})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
 # The whole file
 # --------------------------------------------------------------------------------------------
 class StagesParams(StrictModel):
@@ -442,6 +501,19 @@ class StagesParams(StrictModel):
     interactome: InteractomeStageParams | None = None
     regulatory: RegulatoryStageParams | None = None
     translation: TranslationStageParams | None = None
+    validation: ValidationStageParams | None = None
+
+    @model_validator(mode="after")
+    def _second_screen(self) -> "StagesParams":
+        if self.validation is None or self.data is None:
+            return self
+        synthetic = self.data.source == "synthetic"
+        if synthetic and self.validation.second_screen is None:
+            raise ValueError("validation: synthetic data needs a 'second_screen' block (the screen to synthesize)")
+        if not synthetic and self.validation.second_screen is not None:
+            raise ValueError(f"validation: 'second_screen' is for synthetic data; source '{self.data.source}' "
+                             "validates on its own stage-01 images")
+        return self
 
 
 class RunParams(StrictModel):

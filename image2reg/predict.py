@@ -27,13 +27,10 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-import torch
 
-from image2reg.cnn.datasets import NucleusBatches, RegionCutter
 from image2reg.cnn.embed import gene_embeddings
-from image2reg.cnn.ensemble import ImageEnsemble
-from image2reg.cnn.tasks import TRAINING_DIR
-from image2reg.cnn.train import BEST_MODEL, predict as predict_latents
+from image2reg.cnn.tasks import TRAINING_DIR, embed_nuclei, encoder_spec
+from image2reg.cnn.train import BEST_MODEL
 from image2reg.config import RunParams, load_params, params_path_for
 from image2reg.images.pipeline import illumination_path, preprocess_images
 from image2reg.layout import RunLayout, atomic_path, find_project_root
@@ -107,17 +104,9 @@ def embed_query(work: Path, encoder: TrainedEncoder, stage, illumination: str | 
     nuclei = nuclei[nuclei["QC_pass"]] if "QC_pass" in nuclei else nuclei
     if nuclei.empty:
         raise ValueError(f"no nucleus passed QC and the filters in the query fields (see {work})")
-    splits = pd.DataFrame({"fold": 0, "split": "test", "label": 0}, index=nuclei.index)
-    regions = None
-    if "region" in stage.model.branches:
-        fields = dict(zip(nuclei["image_path"], nuclei["Metadata_Plate"].astype(str)))
-        regions = RegionCutter(fields, {QUERY_PLATE: illumination}, stage.model.region_size)
-    batches = NucleusBatches(nuclei, splits, "test", folder=work, batch_size=stage.training.batch_size, shuffle=False,
-                             seed=0, regions=regions)
-    network = ImageEnsemble(len(encoder.classes), branches=tuple(stage.model.branches), latent_dim=stage.latent_dim,
-                            input_size=stage.model.input_size, width=stage.model.width)
-    network.load_state_dict(torch.load(encoder.weights, map_location="cpu", weights_only=True))
-    latents = predict_latents(network, batches, stage.training.device)["latents"]
+    spec = encoder_spec(stage.model, stage.latent_dim, {QUERY_PLATE: illumination})
+    latents = embed_nuclei(nuclei, images_dir=work, weights=encoder.weights, n_classes=len(encoder.classes),
+                           encoder=spec, batch_size=stage.training.batch_size, device=stage.training.device)
     return latents.mean(axis=0)
 
 

@@ -59,6 +59,8 @@ class ParamsLike(Protocol):
 
     def fingerprint(self, name: str, fold: int | None = None) -> str: ...
 
+    def stage(self, name: str, fold: int | None = None) -> Any: ...
+
 
 @dataclass(frozen=True)
 class Task:
@@ -223,18 +225,34 @@ class Runbook:
         notebook = self.notebook(task.stage)
         if not notebook.is_file():
             raise RunbookError(f"notebook of stage {task.stage.id} not found: {notebook}")
+        reference = self._reference(task)
+        borrowed = set(task.stage.reference_inputs) if reference else set()
         inputs = {
             other.name: key
             for other, key in effective.items()
-            if other.stage.name in task.stage.inputs
+            if other.stage.name in task.stage.inputs and other.stage.name not in borrowed
             and not (task.stage.per_fold and other.stage.per_fold and other.fold != task.fold)
         }
+        for stage in self.stages:
+            if stage.name in borrowed:  # another dataset's finished stage: its recorded key
+                manifest = _read_manifest(reference.manifest(stage))
+                complete = manifest is not None and manifest["status"] == "complete"
+                inputs[f"{reference.dataset}:{stage.id}"] = manifest["key"] if complete else "incomplete"
         return {
             "notebook": hashlib.sha256(notebook.read_bytes()).hexdigest(),
             "params": self.params.fingerprint(task.stage.name, task.fold),
             "package": self.package,
             "inputs": inputs,
         }
+
+    def _reference(self, task: Task) -> RunLayout | None:
+        """The layout of the dataset a task's params name as ``reference`` (None: this dataset)."""
+        if not task.stage.reference_inputs:
+            return None
+        name = getattr(self.params.stage(task.stage.name, task.fold), "reference", None)
+        if not name or name == self.layout.dataset:
+            return None
+        return RunLayout(dataset=name, runs_dir=self.layout.runs_dir, reports_dir=self.layout.reports_dir)
 
     def _stale_reason(self, manifest: dict[str, Any] | None, key: str, components: dict[str, Any]) -> str | None:
         if manifest is None:

@@ -4,7 +4,8 @@ A stage that runs ``per_fold`` is executed once per fold with ``fold`` injected.
 the stages whose artifacts it reads: when one of them is redone, this one is redone too.
 A ``derived`` stage writes only regenerable artifacts under ``runs/<dataset>/<NN>_<name>/``, so the
 runbook may clear them before a rerun with changed inputs; the data stage is not derived because
-its folder holds the raw data of real datasets, which is never deleted.
+its folder holds the raw data of real datasets, which is never deleted. ``reference_inputs`` are
+inputs read from another dataset's runs when the stage's params name one (``reference: rohban``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Stage:
     per_fold: bool = False
     inputs: tuple[str, ...] = ()
     derived: bool = True
+    reference_inputs: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -43,6 +45,9 @@ STAGES: tuple[Stage, ...] = (
           inputs=("interactome", "embeddings", "loto")),
     Stage("07", "translation", "Translation: image → regulatory embeddings, LOTO top-k and the grid search",
           inputs=("loto", "regulatory")),
+    Stage("08", "validation", "Validation on a second screen: translation from the impactful genes to new genes",
+          inputs=("data", "images", "screen", "interactome", "regulatory"),
+          reference_inputs=("screen", "interactome", "regulatory")),
 )
 
 

@@ -1,4 +1,4 @@
-"""Stages 02-06 end to end through the runbook, on a small synthetic world with tiny models.
+"""Stages 02-08 end to end through the runbook, on a small synthetic world with tiny models.
 
 The smoke world is made big enough for two folds (two plates), the CNNs tiny (width 2, 16 px,
 one or two epochs): the test checks that the notebooks run and hand over their artifacts, not
@@ -50,10 +50,17 @@ def cnn_params() -> dict:
                                        "grid": {"reg": [1.0, 10.0], "use_y_train_mean": [False, True]},
                                        "query_fields": 2,
                                        "execution": INPROCESS}
+    params["stages"]["validation"] = {"second_screen": {"train_wells": 2, "test_wells": 1, "control_wells": 2,
+                                                        "sites_per_well": 2, "max_test_genes": 4},
+                                      "n_folds": 2, "n_inner": 2, "latent_dim": 8, "model": TINY_MODEL,
+                                      "training": TINY_TRAINING, "n_clusters": 2, "min_train_per_cluster": 1,
+                                      "max_k": 5, "auc_ks": [3, 5], "permutation_repeats": 20, "random_repeats": 50,
+                                      "torch_threads": 1}
     return params
 
 
-CNN_STAGES = ("data", "images", "screen", "embeddings", "loto", "interactome", "regulatory", "translation")
+CNN_STAGES = ("data", "images", "screen", "embeddings", "loto", "interactome", "regulatory", "translation",
+              "validation")
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +138,17 @@ def test_the_cnn_stages_run_and_hand_over_their_artifacts(cnn_run):
     held_out = pd.read_parquet(translation / "predict_held_out.parquet")  # the predict command per target
     assert sorted(held_out.index) == covered and held_out["rank"].between(1, len(nodes)).all()
     assert result["predict_top10_fraction"] == pytest.approx((held_out["rank"] <= 10).mean())
+    # stage 08: a second screen of the impactful genes (training) and 4 other interactome genes (test)
+    validation = runs / "08_validation"
+    embedded = ad.read_h5ad(validation / "gene_embeddings.h5ad")
+    train = sorted(embedded.obs_names[embedded.obs["role"] == "train"])
+    test = sorted(embedded.obs_names[embedded.obs["role"] == "test"])
+    assert train == covered and len(test) == 4 and set(test) <= set(nodes.index) - set(impactful)
+    transfer = pd.read_parquet(validation / "ranks.parquet")
+    assert sorted(transfer.index) == test and transfer.iloc[:, :3].to_numpy().max() < len(nodes)
+    checked = json.loads((validation / "summary.json").read_text())
+    assert checked["training_genes"] == len(covered) and checked["test_genes"] == 4
+    assert 0 < checked["all_p_random_score"] <= 1 and "oracle_both_true_top5" in checked
 
 
 def test_predict_ranks_the_genes_for_new_images_of_a_held_out_gene(cnn_run, tmp_path, capsys):

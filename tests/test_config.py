@@ -91,6 +91,25 @@ def test_source_and_synthetic_block_must_agree(tmp_path):
         load_params(write(tmp_path, "dataset: d\nseed: 0\nfolds: 1\nstages:\n  data:\n    source: synthetic\n"))
 
 
+def test_the_validation_stage_needs_a_second_screen_exactly_on_synthetic_data(tmp_path):
+    params = load_params(ROOT / "params" / "jump.yml").stage("validation")
+    assert params.reference == "rohban" and params.second_screen is None
+    path = demo_with(tmp_path, "    second_screen:\n", "    unused:\n")
+    with pytest.raises(ParamsError, match="unused"):
+        load_params(path)
+    text = (ROOT / "params" / "demo.yml").read_text()
+    start = text.index("    second_screen:")
+    end = text.index("    n_folds: 4", start)
+    with pytest.raises(ParamsError, match="synthetic data needs a 'second_screen' block"):
+        load_params(write(tmp_path, text[:start] + text[end:]))
+    jump = (ROOT / "params" / "jump.yml").read_text().replace("    reference: rohban",
+                                                              "    second_screen: {}\n    reference: rohban", 1)
+    with pytest.raises(ParamsError, match="'second_screen' is for synthetic data"):
+        load_params(write(tmp_path, jump))
+    with pytest.raises(ParamsError, match="effect"):
+        load_params(demo_with(tmp_path, "effect: [1.2, 2.4]", "effect: [2.4, 1.2]"))
+
+
 def test_fold_overrides_are_checked_before_anything_runs(tmp_path):
     base = (ROOT / "params" / "smoke.yml").read_text()
     out_of_range = write(tmp_path, base + "fold_overrides:\n  5:\n    data: {seed: 1}\n")

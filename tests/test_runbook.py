@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -28,6 +29,12 @@ PER_FOLD_STAGES = (
     Stage("02", "summary", "Reads every fold", inputs=("folds",)),
 )
 DERIVED_DATA = (Stage("00", "data", "Data as a derived stage"),)
+REFERENCE_STAGES = (
+    Stage("00", "data", "Data", derived=False),
+    Stage("01", "regulatory", "Made by the reference dataset", inputs=("data",)),
+    Stage("02", "validation", "Reads stage 01 of its reference", inputs=("data", "regulatory"),
+          reference_inputs=("regulatory",)),
+)
 
 
 def recording_notebook(folder: str) -> str:
@@ -105,6 +112,9 @@ class FakeParams:
 
     def fingerprint(self, name: str, fold: int | None = None) -> str:
         return json.dumps([self.stages[name], self.overrides.get((name, fold)), fold], sort_keys=True)
+
+    def stage(self, name: str, fold: int | None = None) -> SimpleNamespace:
+        return SimpleNamespace(**self.stages[name])
 
 
 def make_runbook(root: Path, params: FakeParams, stages: tuple[Stage, ...] = PER_FOLD_STAGES) -> Runbook:
@@ -423,3 +433,25 @@ def test_per_fold_stage_runs_once_per_fold_and_follows_its_inputs(make_project):
     params.overrides[("folds", 1)] = {"epochs": 2}
     stale = {name: state for name, state in task_states(runbook).items() if state != "up to date"}
     assert stale == {"01_folds__fold-1": "stale: params changed", "02_summary": "stale: input 01_folds changed"}
+
+
+def test_a_stage_follows_the_key_of_its_reference_datasets_stage(make_project):
+    root = make_project({stage.id: recording_notebook("raw" if stage.name == "data" else stage.id)
+                         for stage in REFERENCE_STAGES})
+    reference_params = FakeParams(root, {"data": {"size": 1}, "regulatory": {"epochs": 1}}, dataset="ref")
+    reference = Runbook(root, reference_params, RunLayout("ref", root / "runs", root / "reports"), REFERENCE_STAGES)
+    assert reference.run(reference.plan(reference.select())) == 0
+    params = FakeParams(root, {"data": {"size": 1}, "validation": {"reference": "ref"}})
+    runbook = make_runbook(root, params, REFERENCE_STAGES)
+    assert runbook.run(runbook.plan(runbook.select())) == 0
+
+    recorded = json.loads((root / "runs" / "ref" / ".manifests" / "01_regulatory.json").read_text())["key"]
+    inputs = manifest(root, "02_validation")["components"]["inputs"]
+    assert inputs == {"00_data": manifest(root)["key"], "ref:01_regulatory": recorded}
+    assert set(task_states(runbook).values()) == {"up to date"}
+
+    reference_params.stages["regulatory"] = {"epochs": 2}  # the reference redoes its stage 01
+    assert reference.run(reference.plan(reference.select(["regulatory"]))) == 0
+    assert task_states(runbook) == {"00_data": "up to date", "02_validation": "stale: input ref:01_regulatory changed"}
+    shutil.rmtree(root / "runs" / "ref" / ".manifests")  # an unfinished reference reads as incomplete
+    assert runbook.plan(runbook.select(["validation"]))[0].components["inputs"]["ref:01_regulatory"] == "incomplete"

@@ -259,3 +259,60 @@ def test_missing_real_inputs_are_listed_with_their_source(tmp_path):
     pd.DataFrame({"plate": [1]}).to_csv(raw.image_metadata, index=False)
     images = check_raw_inputs(raw, "rohban").set_index("key").loc["images"]
     assert not images["present"] and "unreadable image table" in images["what"]
+
+
+def test_a_second_screen_keeps_first_screen_effects_and_draws_the_others_from_their_programs(world):
+    genes = pd.read_parquet(world.truth / "genes.parquet")
+    columns = [f"shift_{p}" for p in synthetic.PHENOTYPES]
+    screened = genes.loc[genes["in_screen"], "gene"].tolist()[:3]
+    others = genes.loc[~genes["in_screen"], "gene"].tolist()[:5]
+    shifts = synthetic.world_shifts(genes, screened + others, (1.0, 2.0), seed=0)
+    table = genes.set_index("gene")
+    np.testing.assert_allclose(shifts.loc[screened, columns].to_numpy(), table.loc[screened, columns].to_numpy())
+    z = synthetic.latent(table.loc[others])
+    direction = z @ synthetic.phenotype_map(z.shape[1], 0).T
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    np.testing.assert_allclose(shifts.loc[others, columns].to_numpy(),
+                               direction * shifts.loc[others, ["effect_size"]].to_numpy())
+    assert shifts.loc[others, "effect_size"].between(1.0, 2.0).all() and not shifts.loc[others, "in_screen"].any()
+    # a gene's effect does not depend on which other genes the screen asks for
+    alone = synthetic.world_shifts(genes, others[-1:], (1.0, 2.0), seed=0)
+    pd.testing.assert_frame_equal(alone, shifts.loc[others[-1:]])
+    with pytest.raises(KeyError, match="not genes of the synthetic world: NOPE"):
+        synthetic.world_shifts(genes, ["NOPE"], (1.0, 2.0), seed=0)
+
+
+def test_second_screen_plan_places_every_well_once():
+    plan = synthetic.second_screen_plan(["A", "B"], ["C", "D", "E"], train_wells=2, test_wells=1, control_wells=3,
+                                        sites_per_well=2, seed=0)
+    wells = plan.drop_duplicates(["plate", "well"])
+    assert wells.groupby("gene").size().to_dict() == {"A": 2, "B": 2, "C": 1, "D": 1, "E": 1, synthetic.CONTROL: 3}
+    assert len(plan) == 2 * len(wells) and plan["file_name"].is_unique
+    assert set(plan.loc[plan["gene"].isin(["A", "B"]), "role"]) == {"train"}
+    big = synthetic.second_screen_plan([f"G{k}" for k in range(400)], [], train_wells=1, test_wells=1,
+                                       control_wells=1, sites_per_well=1, seed=0)
+    assert sorted(big["plate"].unique()) == [95001, 95002] and big.groupby("plate")["well"].nunique().max() == 384
+
+
+def test_second_screen_fields_are_deterministic_and_resume(world, tmp_path):
+    from image2reg.images.pipeline import FIELD_COLUMNS
+
+    genes = pd.read_parquet(world.truth / "genes.parquet")
+    train = genes.loc[genes["impactful"], "gene"].tolist()[:2]
+    test = genes.loc[~genes["in_screen"], "gene"].tolist()[:2]
+    shifts = synthetic.world_shifts(genes, train + test, (1.5, 2.0), seed=0)
+    plan = synthetic.second_screen_plan(train, test, train_wells=1, test_wells=1, control_wells=1, sites_per_well=2,
+                                        seed=0)
+    params, _ = smoke_params()
+    fields = synthetic.render_second_screen(shifts, plan, params.screen, tmp_path / "a", seed=0, progress_bar=False)
+    assert set(FIELD_COLUMNS) <= set(fields.columns) and len(fields) == len(plan) == 10
+    assert fields.groupby("Metadata_Role")["Metadata_Gene"].nunique().to_dict() == {"control": 1, "test": 2, "train": 2}
+    digest = tree_digest(tmp_path / "a")
+    assert len(digest) == 10
+    Path(fields["image_path"].iloc[3]).unlink()  # an interrupted run: the missing field is drawn again, the same
+    synthetic.render_second_screen(shifts, plan, params.screen, tmp_path / "a", seed=0, progress_bar=False)
+    assert tree_digest(tmp_path / "a") == digest
+    synthetic.render_second_screen(shifts, plan, params.screen, tmp_path / "b", seed=1, progress_bar=False)
+    assert tree_digest(tmp_path / "b") != digest
+    image = tifffile.imread(fields["image_path"].iloc[0])
+    assert image.shape == (params.screen.field_size,) * 2 and image.max() > 2 * np.median(image)  # nuclei are there

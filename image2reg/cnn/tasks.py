@@ -28,7 +28,7 @@ import torch
 
 from image2reg.cnn.datasets import NucleusBatches, RegionCutter
 from image2reg.cnn.ensemble import ImageEnsemble
-from image2reg.cnn.splits import FIELD, TRAIN, VAL
+from image2reg.cnn.splits import FIELD, TEST, TRAIN, VAL
 from image2reg.cnn.train import TrainingParams, TrainingResult, predict, resolve_device, train_model
 from image2reg.execute import ExecutionParams, map_tasks
 from image2reg.layout import write_text_atomic
@@ -209,6 +209,31 @@ def fit_and_predict(
     sizes = {TRAIN: len(train.labels), VAL: len(val.labels),
              **{name: len(output["indices"]) for name, output in outputs.items()}}
     return result, sizes, outputs
+
+
+def embed_nuclei(nuclei: pd.DataFrame, *, images_dir: str | Path, weights: str | Path, n_classes: int,
+                 encoder: EncoderSpec, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """The latents (nuclei × latent_dim, in the table's order) of trained weights for any stage-01 nuclei.
+
+    For nuclei no split table covers, e.g. conditions the model never trained on. ``weights`` is a
+    ``state_dict`` file (loaded with ``weights_only=True``) of an ensemble built from ``encoder`` with
+    ``n_classes`` outputs.
+    """
+    if nuclei.empty:
+        raise ValueError("no nuclei to embed")
+    splits = pd.DataFrame({"fold": 0, "split": TEST, "label": 0}, index=nuclei.index)
+    regions = None
+    if "region" in encoder.branches:
+        regions = RegionCutter(dict(zip(nuclei[FIELD], nuclei[PLATE].astype(str))), dict(encoder.illumination),
+                               encoder.region_size)
+    batches = NucleusBatches(nuclei, splits, TEST, folder=images_dir, batch_size=batch_size, shuffle=False, seed=0,
+                             regions=regions)
+    model = ImageEnsemble(n_classes, branches=encoder.branches, latent_dim=encoder.latent_dim,
+                          input_size=encoder.input_size, width=encoder.width)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    output = predict(model, batches, resolve_device(device))
+    order = pd.Series(np.arange(len(output["indices"])), index=output["indices"])
+    return output["latents"][order.loc[nuclei.index].to_numpy()]
 
 
 def best_epoch_metrics(result: TrainingResult) -> dict[str, Any]:

@@ -75,7 +75,7 @@ _PHENOTYPE_CLIP = 3.5
 
 # Independent random streams, one per part of the world.
 (_STREAM_GENES, _STREAM_PPI, _STREAM_SC, _STREAM_BULK, _STREAM_SETS, _STREAM_SCREEN, _STREAM_FIELD,
- _STREAM_QUERY) = range(8)
+ _STREAM_QUERY, _STREAM_VALIDATION) = range(9)
 
 
 def _rng(seed: int, stream: int, *key: int) -> np.random.Generator:
@@ -679,11 +679,8 @@ def _write_screen(screen: pd.DataFrame, wells: pd.DataFrame, params: SyntheticSc
             well_offset = well_rng.normal(0, params.well_effect_sd, len(PHENOTYPES))
             for _, field in well_fields.iterrows():
                 rng = _rng(seed, _STREAM_FIELD, plate, well_index, int(field["site"]))
-                n = rng.poisson(params.nuclei_per_field)
-                phenotypes = np.clip(shift + well_offset + rng.standard_normal((n, len(PHENOTYPES))),
-                                     -_PHENOTYPE_CLIP, _PHENOTYPE_CLIP)
-                image, labels, table = render_field(phenotypes, params, illumination,
-                                                    bool(field["blurry"]), bool(field["saturated"]), rng)
+                image, labels, table = _draw_field(shift + well_offset, params, illumination, rng,
+                                                   bool(field["blurry"]), bool(field["saturated"]))
                 for folder, array in ((raw.images, image), (raw.masks, labels)):
                     with atomic_path(folder / str(plate) / field["file_name"]) as tmp:
                         tifffile.imwrite(tmp, array, compression="zlib" if array is labels else None)
@@ -713,6 +710,14 @@ def _write_screen(screen: pd.DataFrame, wells: pd.DataFrame, params: SyntheticSc
             "n_touching_nuclei": int(nuclei["touching"].sum())}
 
 
+def _draw_field(mean: np.ndarray, params: SyntheticScreenParams, illumination: np.ndarray, rng: np.random.Generator,
+                blurry: bool = False, saturated: bool = False) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """One field of a well: Poisson many nuclei with phenotypes ``mean`` + cell-to-cell noise, rendered."""
+    n = rng.poisson(params.nuclei_per_field)
+    phenotypes = np.clip(mean + rng.standard_normal((n, len(PHENOTYPES))), -_PHENOTYPE_CLIP, _PHENOTYPE_CLIP)
+    return render_field(phenotypes, params, illumination, blurry, saturated, rng)
+
+
 def render_query_fields(genes: pd.DataFrame, gene: str, n_fields: int, params: SyntheticScreenParams,
                         out_dir: str | Path, seed: int) -> list[Path]:
     """New fields of view of one gene of a synthesized world, as a fresh well that no stage has seen.
@@ -732,16 +737,91 @@ def render_query_fields(genes: pd.DataFrame, gene: str, n_fields: int, params: S
     out_dir = Path(out_dir)
     paths = []
     for site in range(1, n_fields + 1):
-        rng = _rng(seed, _STREAM_QUERY, code, site)
-        n = rng.poisson(params.nuclei_per_field)
-        phenotypes = np.clip(shift + well_offset + rng.standard_normal((n, len(PHENOTYPES))),
-                             -_PHENOTYPE_CLIP, _PHENOTYPE_CLIP)
-        image, _, _ = render_field(phenotypes, params, illumination, False, False, rng)
+        image, _, _ = _draw_field(shift + well_offset, params, illumination, _rng(seed, _STREAM_QUERY, code, site))
         path = out_dir / f"{gene.lower()}_query_s{site}.tif"
         with atomic_path(path) as tmp:
             tifffile.imwrite(tmp, image)
         paths.append(path)
     return paths
+
+
+def world_shifts(genes: pd.DataFrame, names: list[str], effect: tuple[float, float], seed: int) -> pd.DataFrame:
+    """The phenotype shift of each gene in ``names`` when perturbed in a new screen of the same world.
+
+    A gene of the first screen keeps its effect (``shift_*`` of ``truth/genes.parquet``: ``genes``); any
+    other gene gets the world's direction for its program, ``A z`` made unit length, times an effect size
+    drawn uniformly from ``effect`` (one draw per gene of the world, so a gene's effect does not depend on
+    which genes are asked for). Returns genes × phenotypes with ``effect_size`` and ``in_screen`` columns.
+    """
+    table = genes.set_index("gene") if "gene" in genes else genes
+    missing = [name for name in names if name not in table.index]
+    if missing:
+        raise KeyError(f"not genes of the synthetic world: {', '.join(missing[:10])}")
+    columns = [f"shift_{p}" for p in PHENOTYPES]
+    z = latent(table)
+    direction = z @ phenotype_map(z.shape[1], seed).T
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    size = _rng(seed, _STREAM_VALIDATION, 0).uniform(effect[0], effect[1], len(table))
+    shifts = pd.DataFrame(direction * size[:, None], index=table.index, columns=columns)
+    shifts["effect_size"] = size
+    screened = table["in_screen"].to_numpy(bool) if "in_screen" in table else np.zeros(len(table), bool)
+    shifts.loc[screened, columns] = table.loc[screened, columns].to_numpy(np.float64)
+    shifts.loc[screened, "effect_size"] = table.loc[screened, "effect_size"].to_numpy(np.float64)
+    shifts["in_screen"] = screened
+    return shifts.loc[list(names)]
+
+
+def second_screen_plan(train: list[str], test: list[str], *, train_wells: int, test_wells: int, control_wells: int,
+                       sites_per_well: int, seed: int) -> pd.DataFrame:
+    """Fields of a second screen: ``train_wells`` wells per training gene, ``test_wells`` per test gene, and
+    ``control_wells`` of the control, placed at random on as many 384-well plates (95001, …) as needed."""
+    conditions = ([(CONTROL, "control")] * control_wells + [(g, "train") for g in train for _ in range(train_wells)]
+                  + [(g, "test") for g in test for _ in range(test_wells)])
+    rng = _rng(seed, _STREAM_VALIDATION, 1)
+    order = rng.permutation(len(conditions))
+    positions = [f"{row}{col:02d}" for row in "abcdefghijklmnop" for col in range(1, 25)]
+    rows = []
+    for slot, index in enumerate(order):
+        gene, role = conditions[index]
+        plate, well = 95001 + slot // len(positions), positions[slot % len(positions)]
+        for site in range(1, sites_per_well + 1):
+            rows.append({"plate": plate, "well": well, "site": site, "gene": gene, "role": role,
+                         "file_name": image_file_name(plate, well, site)})
+    return pd.DataFrame(rows).sort_values(["plate", "well", "site"], ignore_index=True)
+
+
+def render_second_screen(shifts: pd.DataFrame, plan: pd.DataFrame, params: SyntheticScreenParams,
+                         out_dir: str | Path, seed: int, progress_bar: bool = True) -> pd.DataFrame:
+    """Render the fields of ``plan`` (:func:`second_screen_plan`) into ``out_dir/<plate>/``.
+
+    The screen is a new "lab": every plate, well and field draws from the validation stream, so no field
+    repeats one of the first screen. ``shifts`` (:func:`world_shifts`) gives each gene's effect; the control
+    has none. A field whose file exists is kept (the streams make it identical), so an interrupted run
+    resumes. Returns the stage-01 field table (``Metadata_Plate/Well/Site/Gene/Role``, ``image_path``).
+    """
+    out_dir = Path(out_dir)
+    columns = [f"shift_{p}" for p in PHENOTYPES]
+    rows = []
+    with tqdm(total=len(plan), desc="synthesizing the second screen", unit="field", disable=not progress_bar) as bar:
+        for plate, plate_fields in plan.groupby("plate", sort=True):
+            illumination = illumination_field(params.field_size, params.illumination_strength,
+                                              _rng(seed, _STREAM_VALIDATION, 2, int(plate)))
+            for well_index, (well, fields) in enumerate(plate_fields.groupby("well", sort=True)):
+                gene = fields["gene"].iloc[0]
+                shift = np.zeros(len(PHENOTYPES)) if gene == CONTROL else shifts.loc[gene, columns].to_numpy(float)
+                offset = _rng(seed, _STREAM_VALIDATION, 3, int(plate), well_index).normal(
+                    0, params.well_effect_sd, len(PHENOTYPES))
+                for field in fields.itertuples(index=False):
+                    path = out_dir / str(plate) / field.file_name
+                    if not path.is_file():
+                        rng = _rng(seed, _STREAM_VALIDATION, 4, int(plate), well_index, int(field.site))
+                        image, _, _ = _draw_field(shift + offset, params, illumination, rng)
+                        with atomic_path(path) as tmp:
+                            tifffile.imwrite(tmp, image)
+                    rows.append({"Metadata_Plate": str(plate), "Metadata_Well": well, "Metadata_Site": int(field.site),
+                                 "Metadata_Gene": gene, "image_path": str(path.resolve()), "Metadata_Role": field.role})
+                    bar.update()
+    return pd.DataFrame(rows)
 
 
 def rohban_metadata(fields: pd.DataFrame, screen: pd.DataFrame) -> pd.DataFrame:
