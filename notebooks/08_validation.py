@@ -117,7 +117,9 @@ if params.second_screen is not None:
     plt.show()
 else:
     images_dir = layout.stage_dir_of("images")
-    illumination = illumination_files(layout.raw, images_dir, images_params)
+    illumination = None  # the region branch cuts patches from the fields corrected as in stage 01
+    if "region" in params.model.branches:
+        illumination = illumination_files(layout.raw, images_dir, images_params)
 nuclei = pd.read_parquet(images_dir / "nuclei.parquet")
 usable = nuclei[nuclei["QC_pass"].astype(bool)]
 fields_per = usable.groupby("Metadata_Gene")["image_path"].nunique()
@@ -138,7 +140,7 @@ if control not in fields_per.index:
 # embeddings; every nucleus of the test genes is embedded by it without having been seen.
 
 # %%
-encoder = encoder_spec(params.model, params.latent_dim, illumination if "region" in params.model.branches else None)
+encoder = encoder_spec(params.model, params.latent_dim, illumination)
 task = EmbeddingTask(kind="multiclass", genes=tuple(train), images_dir=str(images_dir), out_dir=str(out / "models"),
                      fold=0, seed=ctx.seed, control=control, n_folds=params.n_folds, n_inner=params.n_inner,
                      undersample_control=params.undersample_control, encoder=encoder, training=params.training,

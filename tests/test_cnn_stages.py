@@ -176,6 +176,33 @@ def test_predict_ranks_the_genes_for_new_images_of_a_held_out_gene(cnn_run, tmp_
     assert "no .tif/.tiff fields of view found" in capsys.readouterr().err
 
 
+def test_validation_of_a_real_dataset_reads_its_own_images_and_the_reference_run(cnn_run):
+    """The JUMP path: stage-01 images of this dataset; impactful genes and embeddings of the reference."""
+    from image2reg.runbook import main
+
+    workdir, code = cnn_run
+    assert code == 0
+    smoke = load_params(workdir / "params" / "smoke.yml")
+    validation = {key: value for key, value in cnn_params()["stages"]["validation"].items() if key != "second_screen"}
+    other = {"dataset": "other", "seed": 0, "folds": 2,
+             "stages": {"data": {"source": "jump"}, "images": smoke.stage_dict("images"),
+                        "validation": {**validation, "reference": "smoke"}}}
+    (workdir / "params" / "other.yml").write_text(yaml.safe_dump(other, sort_keys=False))
+    runs = workdir / "runs"
+    # this dataset's stage 01: here, the second screen the demo path preprocessed
+    shutil.copytree(runs / "smoke" / "08_validation" / "images", runs / "other" / "01_images")
+    args = ["--params", str(workdir / "params" / "other.yml"), "--runs-dir", str(runs), "--reports-dir",
+            str(workdir / "reports"), "--stages", "validation", "--no-html"]
+    assert main(args, root=REPO) == 0
+    checked = json.loads((runs / "other" / "08_validation" / "summary.json").read_text())
+    reference = json.loads((runs / "smoke" / "08_validation" / "summary.json").read_text())
+    assert checked["reference"] == "smoke" and "oracle_both_true_top5" not in checked  # no truth for real data
+    assert (checked["training_genes"], checked["test_genes"]) == (reference["training_genes"], reference["test_genes"])
+    inputs = json.loads((runs / "other" / ".manifests" / "08_validation.json").read_text())["components"]["inputs"]
+    recorded = json.loads((runs / "smoke" / ".manifests" / "06_regulatory.json").read_text())["key"]
+    assert inputs["smoke:06_regulatory"] == recorded and "06_regulatory" not in inputs
+
+
 def test_a_second_run_skips_every_stage(cnn_run, run_cli, capsys):
     workdir, code = cnn_run
     assert code == 0
