@@ -83,10 +83,26 @@ def map_tasks(
             yield index, result
 
 
+#: Thread-pool sizes of the BLAS/OpenMP libraries, read when they load.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def _share_cores(threads: int) -> None:
+    """Pool-worker initializer: at most ``threads`` BLAS/OpenMP threads unless the user set a number.
+
+    It runs before a task is unpickled, so before the worker loads NumPy or torch: without it, every
+    worker would start one thread per core and the workers would fight over the cores.
+    """
+    for variable in THREAD_VARIABLES:
+        os.environ.setdefault(variable, str(threads))
+
+
 def _pool(function: Callable[[Any], Any], tasks: Sequence[Any], workers: int) -> Iterator[tuple[int, Any]]:
     # spawn: workers start clean, so no lock held by a thread of this process is inherited
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    threads = max(1, default_workers() // workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_share_cores,
+                             initargs=(threads,)) as pool:
         futures = {pool.submit(function, task): index for index, task in enumerate(tasks)}
         try:
             for future in as_completed(futures):
