@@ -34,6 +34,8 @@ runs_dir = None
 reports_dir = None
 
 # %%
+from dataclasses import replace
+
 import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
@@ -43,13 +45,13 @@ from IPython.display import display
 from image2reg import plotting
 from image2reg.layout import atomic_path, write_text_atomic
 from image2reg.notebook import ground_truth, impactful_genes, setup_stage
-from image2reg.translation.evaluate import (baseline_ranks, grid_ranks, grid_summary, loto_predictions, loto_ranks,
-                                            model_fit_predict, nested_selection, permutation_p_value,
+from image2reg.translation.evaluate import (LotoData, baseline_ranks, grid_ranks, grid_summary, loto_predictions,
+                                            loto_ranks, model_fit_predict, nested_selection, permutation_p_value,
                                             permutation_ranks, random_ranks, random_topk, reference_grid,
                                             settings_grid, topk_accuracy, topk_auc)
-from image2reg.translation.features import InputSettings
+from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.inputs import loto_data
-from image2reg.data.synthetic import render_query_fields
+from image2reg.data.synthetic import latent, render_query_fields, world_shifts
 from image2reg.predict import rank_genes
 
 ctx = setup_stage("translation", dataset, params_path, fold, runs_dir, reports_dir)
@@ -151,6 +153,27 @@ for target in dict.fromkeys(examples):
     display(nearest.T)
 
 # %% [markdown]
+# ## What limits the prediction (synthetic data only)
+#
+# The world's truth lets us swap either side for its ideal: the targets' true phenotype shifts in place
+# of the LOTO CNNs' image embeddings, and the genes' true programs in place of the graph autoencoder's
+# embeddings. The same LOTO evaluation with the same model: where the score jumps, that side is where
+# the signal is lost.
+
+# %%
+oracle = None
+if truth is not None:
+    true_image = world_shifts(truth.reset_index(), data.targets, (1.0, 1.0), ctx.seed).filter(like="shift_")
+    programs = unit_rows(latent(truth.loc[genes]))
+    variants = {"CNN images → GAE embeddings (the method)": data,
+                "true shifts → GAE embeddings": replace(data, image={t: true_image for t in data.targets}),
+                "CNN images → true programs": replace(data, regulatory={t: programs for t in data.targets}),
+                "true shifts → true programs": LotoData.from_shared(genes, data.targets, true_image, programs)}
+    oracle = pd.DataFrame({label: scores(loto_ranks(variant, fitted).to_numpy())
+                           for label, variant in variants.items()}).T
+    display(oracle.round(3))
+
+# %% [markdown]
 # ## Grid search over the model settings
 #
 # The reference searched ridge values and input augmentations (§7.3) and kept the setting with the
@@ -164,6 +187,11 @@ summary = {"targets": len(data.targets), "candidates": n_genes, "left_out": left
            **{k: float(v) for k, v in p_values.loc[main].dropna().items()},
            "random_expected_top5": 5 / n_genes,
            "mean_all_top5": float(table.loc["mean of all genes", "top5"]) if max_k >= 5 else None}
+if oracle is not None:
+    for key, label in (("true_images", "true shifts → GAE embeddings"), ("true_programs", "CNN images → true programs"),
+                       ("both_true", "true shifts → true programs")):
+        for column in oracle.columns.intersection(["top5", "top10"]):
+            summary[f"oracle_{key}_{column}"] = float(oracle.loc[label, column])
 if params.grid_search:
     n_training = len(data.targets) - 1
     grid = reference_grid(n_training) if params.grid is None else settings_grid(params.grid)

@@ -50,7 +50,7 @@ from image2reg.cnn.embed import EmbeddingTask, gene_embeddings, run_embedding_ta
 from image2reg.cnn.splits import min_fields
 from image2reg.cnn.tasks import TRAINING_DIR, embed_nuclei, encoder_spec, torch_threads
 from image2reg.cnn.train import BEST_MODEL
-from image2reg.data.synthetic import render_second_screen, second_screen_plan, world_shifts
+from image2reg.data.synthetic import latent, render_second_screen, second_screen_plan, world_shifts
 from image2reg.images.pipeline import illumination_files, prepare_illumination, preprocess_images
 from image2reg.layout import RunLayout, atomic_path, write_text_atomic
 from image2reg.notebook import ground_truth, impactful_genes, setup_stage
@@ -290,8 +290,7 @@ if truth is not None:
     shift_columns = [c for c in truth.columns if c.startswith("shift_")]
     true_image = world_shifts(truth.reset_index(), train + test, tuple(params.second_screen.effect)
                               if params.second_screen else (1.0, 1.0), ctx.seed)[shift_columns]
-    programs = truth.loc[interactome, truth.columns[truth.columns.str.fullmatch(r"z\d+")]].to_numpy(np.float64)
-    true_regulatory = pd.DataFrame(unit_rows(programs), index=regulatory.index)
+    true_regulatory = pd.DataFrame(unit_rows(latent(truth.loc[interactome])), index=regulatory.index)
     genes_scored = kept or test
     oracle = pd.DataFrame({
         label: curve_scores(topk_accuracy(transfer_ranks(x, y, train, test, fit_predict).loc[genes_scored].to_numpy(),

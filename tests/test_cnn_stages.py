@@ -138,6 +138,7 @@ def test_the_cnn_stages_run_and_hand_over_their_artifacts(cnn_run):
     held_out = pd.read_parquet(translation / "predict_held_out.parquet")  # the predict command per target
     assert sorted(held_out.index) == covered and held_out["rank"].between(1, len(nodes)).all()
     assert result["predict_top10_fraction"] == pytest.approx((held_out["rank"] <= 10).mean())
+    assert 0 <= result["oracle_both_true_top5"] <= 1  # the truth swapped in for either side
     # stage 08: a second screen of the impactful genes (training) and 4 other interactome genes (test)
     validation = runs / "08_validation"
     embedded = ad.read_h5ad(validation / "gene_embeddings.h5ad")
