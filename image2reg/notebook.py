@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from image2reg.images.pipeline import illumination_files
@@ -131,3 +132,33 @@ def cnn_inputs(ctx: StageContext) -> CnnInputs:
         illumination = illumination_files(layout.raw, images_dir, ctx.params.stage("images"))
     return CnnInputs(control=ctx.params.stage("screen").control, images_dir=images_dir, screen_dir=screen_dir,
                      impactful=impactful, illumination=illumination, truth=ground_truth(layout))
+
+
+def nearest_genes(candidates: pd.DataFrame, prediction: np.ndarray, truth: pd.DataFrame | None, gene: str,
+                  k: int = 10) -> pd.DataFrame:
+    """The ``k`` candidates (rows of ``candidates``) nearest to a predicted regulatory embedding.
+
+    Columns ``gene`` and ``distance``; on synthetic data (``truth``: :func:`ground_truth`) also each
+    gene's true ``module`` and whether it is ``gene``'s own (``same module``).
+    """
+    distances = np.linalg.norm(candidates.to_numpy(dtype=np.float64) - np.asarray(prediction), axis=1)
+    order = np.argsort(distances, kind="stable")[:k]
+    table = pd.DataFrame({"gene": candidates.index[order], "distance": distances[order].round(4)})
+    if truth is not None:
+        table["module"] = truth["module"].reindex(table["gene"]).to_numpy()
+        table["same module"] = table["module"] == truth.loc[gene, "module"]
+    return table
+
+
+#: The rows of the "what limits the prediction" tables and their summary keys.
+ORACLE_ROWS = {"the method": "CNN images → GAE embeddings (the method)",
+               "true_images": "true shifts → GAE embeddings",
+               "true_programs": "CNN images → true programs",
+               "both_true": "true shifts → true programs"}
+
+
+def oracle_summary(oracle: pd.DataFrame) -> dict[str, float]:
+    """``oracle_<row>_top5`` / ``_top10`` of a "what limits the prediction" table (rows: :data:`ORACLE_ROWS`)."""
+    return {f"oracle_{key}_{column}": float(oracle.loc[label, column])
+            for key, label in ORACLE_ROWS.items() if key != "the method"
+            for column in oracle.columns.intersection(["top5", "top10"])}

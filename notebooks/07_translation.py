@@ -44,7 +44,8 @@ from IPython.display import display
 
 from image2reg import plotting
 from image2reg.layout import atomic_path, write_text_atomic
-from image2reg.notebook import ground_truth, impactful_genes, setup_stage
+from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, nearest_genes, oracle_summary,
+                                setup_stage)
 from image2reg.translation.evaluate import (LotoData, baseline_ranks, grid_ranks, grid_summary, loto_predictions,
                                             loto_ranks, model_fit_predict, nested_selection, permutation_p_value,
                                             permutation_ranks, random_ranks, random_topk, reference_grid,
@@ -143,14 +144,9 @@ plt.show()
 predictions = loto_predictions(data, fitted)
 examples = ranks[main].sort_values().index[[0, len(ranks) // 2, -1]]
 for target in dict.fromkeys(examples):
-    distances = np.linalg.norm(data.regulatory[target] - predictions[target], axis=1)
-    order = np.argsort(distances, kind="stable")[:10]
-    nearest = pd.DataFrame({"gene": genes[order], "distance": distances[order].round(4)})
-    if truth is not None:
-        nearest["module"] = truth["module"].reindex(nearest["gene"]).to_numpy()
-        nearest["target's module"] = nearest["module"] == truth.loc[target, "module"]
     print(f"{target}: true gene at rank {int(ranks.loc[target, main]) + 1} of {n_genes}")
-    display(nearest.T)
+    candidates = pd.DataFrame(data.regulatory[target], index=genes)
+    display(nearest_genes(candidates, predictions[target], truth, target).T)
 
 # %% [markdown]
 # ## What limits the prediction (synthetic data only)
@@ -165,12 +161,12 @@ oracle = None
 if truth is not None:
     true_image = world_shifts(truth.reset_index(), data.targets, (1.0, 1.0), ctx.seed).filter(like="shift_")
     programs = unit_rows(latent(truth.loc[genes]))
-    variants = {"CNN images → GAE embeddings (the method)": data,
-                "true shifts → GAE embeddings": replace(data, image={t: true_image for t in data.targets}),
-                "CNN images → true programs": replace(data, regulatory={t: programs for t in data.targets}),
-                "true shifts → true programs": LotoData.from_shared(genes, data.targets, true_image, programs)}
-    oracle = pd.DataFrame({label: scores(loto_ranks(variant, fitted).to_numpy())
-                           for label, variant in variants.items()}).T
+    variants = {"the method": data,
+                "true_images": replace(data, image={t: true_image for t in data.targets}),
+                "true_programs": replace(data, regulatory={t: programs for t in data.targets}),
+                "both_true": LotoData.from_shared(genes, data.targets, true_image, programs)}
+    oracle = pd.DataFrame({ORACLE_ROWS[key]: scores(loto_ranks(variant, fitted).to_numpy())
+                           for key, variant in variants.items()}).T
     display(oracle.round(3))
 
 # %% [markdown]
@@ -188,10 +184,7 @@ summary = {"targets": len(data.targets), "candidates": n_genes, "left_out": left
            "random_expected_top5": 5 / n_genes,
            "mean_all_top5": float(table.loc["mean of all genes", "top5"]) if max_k >= 5 else None}
 if oracle is not None:
-    for key, label in (("true_images", "true shifts → GAE embeddings"), ("true_programs", "CNN images → true programs"),
-                       ("both_true", "true shifts → true programs")):
-        for column in oracle.columns.intersection(["top5", "top10"]):
-            summary[f"oracle_{key}_{column}"] = float(oracle.loc[label, column])
+    summary.update(oracle_summary(oracle))
 if params.grid_search:
     n_training = len(data.targets) - 1
     grid = reference_grid(n_training) if params.grid is None else settings_grid(params.grid)

@@ -53,7 +53,8 @@ from image2reg.cnn.train import BEST_MODEL
 from image2reg.data.synthetic import latent, render_second_screen, second_screen_plan, world_shifts
 from image2reg.images.pipeline import illumination_files, prepare_illumination, preprocess_images
 from image2reg.layout import RunLayout, atomic_path, write_text_atomic
-from image2reg.notebook import ground_truth, impactful_genes, setup_stage
+from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, nearest_genes, oracle_summary,
+                                setup_stage)
 from image2reg.translation.evaluate import (model_fit_predict, permutation_p_value, random_ranks, random_topk,
                                             topk_accuracy, topk_auc)
 from image2reg.translation.features import InputSettings, unit_rows
@@ -266,13 +267,8 @@ plt.show()
 predicted = transfer_predictions(image, regulatory, train, test, fit_predict)
 examples = ranks.loc[kept or test, main].sort_values().index
 for gene in dict.fromkeys(examples[[0, len(examples) // 2, -1]]):
-    distances = np.linalg.norm(regulatory.to_numpy() - predicted.loc[gene].to_numpy(), axis=1)
-    order = np.argsort(distances, kind="stable")[:10]
-    nearest = pd.DataFrame({"gene": regulatory.index[order], "distance": distances[order].round(4),
-                            "training gene": regulatory.index[order].isin(train)})
-    if truth is not None:
-        nearest["module"] = truth["module"].reindex(nearest["gene"]).to_numpy()
-        nearest["same module"] = nearest["module"] == truth.loc[gene, "module"]
+    nearest = nearest_genes(regulatory, predicted.loc[gene].to_numpy(), truth, gene)
+    nearest.insert(2, "training gene", nearest["gene"].isin(train))
     print(f"{gene}: true gene at rank {int(ranks.loc[gene, main]) + 1} of {n_genes}")
     display(nearest.T)
 
@@ -295,10 +291,10 @@ if truth is not None:
     oracle = pd.DataFrame({
         label: curve_scores(topk_accuracy(transfer_ranks(x, y, train, test, fit_predict).loc[genes_scored].to_numpy(),
                                           max_k))
-        for label, x, y in (("CNN images → GAE embeddings (the method)", image, regulatory),
-                            ("true shifts → GAE embeddings", true_image, regulatory),
-                            ("CNN images → true programs", image, true_regulatory),
-                            ("true shifts → true programs", true_image, true_regulatory))}).T
+        for label, x, y in ((ORACLE_ROWS["the method"], image, regulatory),
+                            (ORACLE_ROWS["true_images"], true_image, regulatory),
+                            (ORACLE_ROWS["true_programs"], image, true_regulatory),
+                            (ORACLE_ROWS["both_true"], true_image, true_regulatory))}).T
     display(oracle.round(3))
 
 # %%
@@ -313,9 +309,6 @@ for label, table in results.items():
         summary[f"{label}_{key}_top5"] = float(table.loc[name, "top5"]) if "top5" in table else None
     summary[f"{label}_random_score"] = float(table.loc["random gene (expected)", "score"])
 if oracle is not None:
-    for key, label in (("true_images", "true shifts → GAE embeddings"), ("true_programs", "CNN images → true programs"),
-                       ("both_true", "true shifts → true programs")):
-        for column in oracle.columns.intersection(["top5", "top10"]):
-            summary[f"oracle_{key}_{column}"] = float(oracle.loc[label, column])
+    summary.update(oracle_summary(oracle))
 write_text_atomic(out / "summary.json", pd.Series(summary).to_json(indent=2) + "\n")
 print({key: round(value, 3) if isinstance(value, float) else value for key, value in summary.items()})

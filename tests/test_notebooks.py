@@ -43,3 +43,20 @@ def test_kernelspec_and_parameters_cell(script):
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
     assigned = {target.id for node in ast.parse(tagged[0].source).body for target in node.targets}
     assert assigned == INJECTED
+
+
+def test_nearest_genes_and_the_oracle_summary():
+    import numpy as np
+    import pandas as pd
+
+    from image2reg.notebook import ORACLE_ROWS, nearest_genes, oracle_summary
+
+    candidates = pd.DataFrame([[0.0, 0.0], [3.0, 0.0], [1.0, 0.0]], index=["a", "b", "c"])
+    truth = pd.DataFrame({"module": [0, 1, 0]}, index=["a", "b", "c"])
+    table = nearest_genes(candidates, np.array([0.9, 0.0]), truth, "a", k=2)
+    assert table["gene"].tolist() == ["c", "a"] and table["distance"].tolist() == pytest.approx([0.1, 0.9])
+    assert table["same module"].tolist() == [True, True]
+    assert "module" not in nearest_genes(candidates, np.zeros(2), None, "a")
+    oracle = pd.DataFrame({"top5": [0.1, 0.2, 0.3, 0.4], "auc20": 0.5}, index=list(ORACLE_ROWS.values()))
+    assert oracle_summary(oracle) == {"oracle_true_images_top5": 0.2, "oracle_true_programs_top5": 0.3,
+                                      "oracle_both_true_top5": 0.4}
