@@ -196,8 +196,8 @@ null = None
 if params.permutation_repeats:
     null = permutation_transfer_ranks(image, regulatory, train, test, fit_predict, params.permutation_repeats,
                                       ctx.seed + 1, progress_bar=True)
-counts = clusters.loc[train].value_counts().reindex(range(clusters.max() + 1), fill_value=0)
-print(f"training genes per regulatory cluster: {counts.to_dict()}; {len(kept)} of {len(test)} test genes are in "
+per_cluster = clusters.loc[train].value_counts().reindex(range(clusters.max() + 1), fill_value=0)
+print(f"training genes per regulatory cluster: {per_cluster.to_dict()}; {len(kept)} of {len(test)} test genes are in "
       f"clusters with ≥ {params.min_train_per_cluster} training genes")
 
 
@@ -217,28 +217,25 @@ def evaluate(genes: list[str]) -> tuple[pd.DataFrame, dict, dict]:
     """Scores and p-values of the methods and baselines on ``genes`` (test genes), their curves and null bands."""
     columns = [main, "mean of all genes", "mean of training genes"]
     table = pd.DataFrame({name: scores(ranks.loc[genes, name].to_numpy()) for name in columns}).T
-    random = random_ranks(n_genes, len(genes), params.random_repeats, ctx.seed)
-    expected = random_topk(n_genes, max_k)
-    table.loc["random gene (expected)"] = curve_scores(expected)
-    random_scores = pd.DataFrame([scores(row) for row in random])
+    random_curves = np.array([topk_accuracy(row, max_k)
+                              for row in random_ranks(n_genes, len(genes), params.random_repeats, ctx.seed)])
+    table.loc["random gene (expected)"] = curve_scores(random_topk(n_genes, max_k))
+    random_scores = pd.DataFrame([curve_scores(curve) for curve in random_curves])
     for name in columns:
         for column in ("top5", "top10", "score"):
             if column in table:
                 table.loc[name, f"p_random_{column}"] = permutation_p_value(table.loc[name, column],
                                                                             random_scores[column].to_numpy())
     curves = {name: topk_accuracy(ranks.loc[genes, name].to_numpy(), max_k) for name in columns}
-    bands = {"random gene": tuple(np.quantile([topk_accuracy(row, max_k) for row in random], [0.025, 0.975],
-                                              axis=0))}
+    bands = {"random gene": tuple(np.quantile(random_curves, [0.025, 0.975], axis=0))}
     if null is not None:
-        positions = ranks.index.get_indexer(genes)
-        permuted = null[:, positions]
-        null_scores = pd.DataFrame([scores(row) for row in permuted])
+        null_curves = np.array([topk_accuracy(row, max_k) for row in null[:, ranks.index.get_indexer(genes)]])
+        null_scores = pd.DataFrame([curve_scores(curve) for curve in null_curves])
         for column in ("top5", "top10", "score"):
             if column in table:
                 table.loc[main, f"p_permuted_{column}"] = permutation_p_value(table.loc[main, column],
                                                                               null_scores[column].to_numpy())
-        bands["shuffled pairs"] = tuple(np.quantile([topk_accuracy(row, max_k) for row in permuted], [0.025, 0.975],
-                                                    axis=0))
+        bands["shuffled pairs"] = tuple(np.quantile(null_curves, [0.025, 0.975], axis=0))
     return table, curves, bands
 
 
