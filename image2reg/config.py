@@ -78,6 +78,9 @@ class SyntheticParams(StrictModel):
     module_spread: float = Field(gt=0, description="SD of a gene's latent program around its module centre")
     ppi_p_within: float = Field(gt=0, le=1, description="edge probability inside a module")
     ppi_p_between: float = Field(ge=0, le=1, description="edge probability between modules")
+    ppi_locality: float | None = Field(
+        default=None, gt=0,
+        description="length scale (program distance) of edges inside a module; null: uniform inside a module")
     n_hubs: int = Field(ge=0)
     hub_degree_fraction: float = Field(ge=0, le=1, description="share of all genes each hub touches")
     n_ppi_only_genes: int = Field(ge=0, description="PPI genes without expression data")

@@ -50,7 +50,8 @@ from image2reg.layout import atomic_path, write_text_atomic
 from image2reg.network.enrichment import read_gmt
 from image2reg.network.gae import node_features
 from image2reg.network.inference import load_single_cell, module_recovery
-from image2reg.network.regulatory import gae_tasks, read_task_embeddings, read_task_history, run_gae_task
+from image2reg.network.regulatory import (gae_tasks, loto_embeddings_table, read_task_embeddings, read_task_history,
+                                          run_gae_task)
 from image2reg.data.raw import raw_input_path
 from image2reg.notebook import ground_truth, impactful_genes, setup_stage
 
@@ -164,7 +165,7 @@ plt.show()
 # ## The embeddings
 #
 # `regulatory_embeddings.h5ad`: the model on all genes (one row per interactome gene);
-# `regulatory_embeddings_loto.h5ad`: one block per LOTO model (`model`, `gene`, `is_target`). They
+# `regulatory_embeddings_loto.h5ad`: one block per held-out target (`model`, `gene`, `is_target`). They
 # are the raw codes; stage 07 normalises them to unit length, as the reference did.
 
 # %%
@@ -174,17 +175,13 @@ if labels_all is not None:
 embeddings = ad.AnnData(read_task_embeddings(tasks[0]), obs=obs.rename_axis(None))
 with atomic_path(out / "regulatory_embeddings.h5ad") as tmp:
     embeddings.write_h5ad(tmp)
-loto_tasks = [task for task in tasks if task.kind == "loto"]
-if loto_tasks:
-    blocks = []
-    for task in loto_tasks:
-        block_obs = pd.DataFrame({"model": task.name, "gene": genes, "is_target": genes == task.name},
-                                 index=[f"{task.name}:{gene}" for gene in genes])
-        blocks.append(ad.AnnData(read_task_embeddings(task), obs=block_obs))
-    loto = ad.concat(blocks)
+loto = loto_embeddings_table(tasks, genes, targets)
+if loto is not None:
     with atomic_path(out / "regulatory_embeddings_loto.h5ad") as tmp:
         loto.write_h5ad(tmp)
-    print(f"{len(loto_tasks)} LOTO models × {len(genes)} genes")
+    how = ("its own LOTO model" if any(task.kind == "loto" for task in tasks)
+           else "the model on all genes, which learns no image labels and so never sees a target")
+    print(f"{loto.obs['model'].nunique()} held-out targets × {len(genes)} genes, each from {how}")
 unit = normalize(embeddings.X)
 coordinates = umap.UMAP(n_neighbors=min(params.umap_neighbors, len(genes) - 1), metric="cosine",
                         random_state=ctx.seed).fit_transform(unit)

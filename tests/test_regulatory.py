@@ -10,7 +10,7 @@ import pytest
 from image2reg.cnn.tasks import run_tasks
 from image2reg.config import GaeParams, RegulatoryStageParams
 from image2reg.execute import ExecutionParams
-from image2reg.network.regulatory import gae_tasks, read_task_embeddings, run_gae_task
+from image2reg.network.regulatory import gae_tasks, loto_embeddings_table, read_task_embeddings, run_gae_task
 
 GENES = np.array([f"G{i}" for i in range(12)])
 TARGETS = ["G0", "G1", "G2", "G3", "G4", "OUTSIDE"]  # OUTSIDE: an impactful gene not in the interactome
@@ -95,3 +95,31 @@ def test_finished_models_are_read_not_retrained_and_reruns_are_identical(tmp_pat
                       image_embeddings=image_embeddings())
     assert run_tasks(run_gae_task, again, inprocess, progress_bar=False) == first
     np.testing.assert_array_equal(read_task_embeddings(again[0]), saved)
+
+
+def test_loto_table_holds_each_targets_own_model_or_the_unlabelled_model(tmp_path):
+    features = np.random.default_rng(2).random((12, 3)).astype(np.float32)
+    inprocess = ExecutionParams(backend="inprocess")
+    labelled = gae_tasks(GENES, features, ring_with_chords(), stage_params(evaluation_seeds=1), out_dir=tmp_path / "a",
+                         targets=TARGETS, image_embeddings=image_embeddings(), loto_embeddings=loto_embeddings())
+    run_tasks(run_gae_task, labelled, inprocess, progress_bar=False)
+    table = loto_embeddings_table(labelled, GENES, TARGETS)
+    assert table.obs["model"].unique().tolist() == ["G0", "G1", "G2", "G3", "G4"]  # OUTSIDE has no node
+    g3 = table[table.obs["model"] == "G3"]
+    np.testing.assert_array_equal(g3.X, read_task_embeddings(next(t for t in labelled if t.name == "G3")))
+    assert g3.obs["gene"].tolist() == GENES.tolist() and g3.obs["is_target"].tolist() == (GENES == "G3").tolist()
+    assert g3.obs_names[0] == "G3:G0"
+
+    # no image labels: the model on all genes never saw a target, so it stands for every held-out target
+    unlabelled = gae_tasks(GENES, features, ring_with_chords(), stage_params(labels="none", evaluation_seeds=1),
+                           out_dir=tmp_path / "b", targets=TARGETS)
+    run_tasks(run_gae_task, unlabelled, inprocess, progress_bar=False)
+    table = loto_embeddings_table(unlabelled, GENES, TARGETS)
+    assert table.obs["model"].unique().tolist() == ["G0", "G1", "G2", "G3", "G4"]
+    for target in ["G0", "G4"]:
+        np.testing.assert_array_equal(table[table.obs["model"] == target].X, read_task_embeddings(unlabelled[0]))
+
+    # labels learnt but no LOTO models asked for: there are no leak-free embeddings to hand out
+    assert loto_embeddings_table(labelled[:1], GENES, TARGETS) is None
+    with pytest.raises(ValueError, match="no impactful gene is in the interactome"):
+        loto_embeddings_table(unlabelled, GENES, ["OUTSIDE"])

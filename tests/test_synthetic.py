@@ -157,6 +157,27 @@ def test_omics_carry_the_module_structure():
     assert set(ppi["protein1"]) | set(ppi["protein2"]) <= set(genes.loc[genes["in_ppi"], "gene"])
 
 
+def test_ppi_locality_links_genes_with_close_programs_inside_a_module():
+    params, seed = smoke_params()
+    params = params.model_copy(update={"n_genes": 200, "n_modules": 4, "ppi_p_within": 0.2})
+    genes = synthetic.make_genes(params, seed)
+    z = pd.DataFrame(synthetic.latent(genes), index=genes["gene"])
+
+    def module_edge_distance(locality):
+        ppi = synthetic.make_ppi(genes, params.model_copy(update={"ppi_locality": locality}), seed)
+        module = ppi[ppi["kind"] == "module"]
+        gap = z.loc[module["protein1"]].to_numpy() - z.loc[module["protein2"]].to_numpy()
+        return np.linalg.norm(gap, axis=1).mean(), len(module)
+
+    uniform, n_uniform = module_edge_distance(None)
+    local, n_local = module_edge_distance(0.5)  # typical program distance inside a module: 0.35·√(2·4) ≈ 1
+    assert local < 0.8 * uniform
+    assert 0.9 < n_local / n_uniform < 1.1  # as many module edges: only who links to whom changes
+    # without locality the table is the one drawn before the option existed (same draws, same edges)
+    before = synthetic.make_ppi(genes, params, seed)
+    assert before.equals(synthetic.make_ppi(genes, params.model_copy(update={"ppi_locality": None}), seed))
+
+
 def test_file_formats(world):
     metadata = pd.read_csv(world.image_metadata)
     for column in ("Image_Metadata_Plate", "Image_Metadata_Well", "Image_Metadata_Site", "Image_FileName_OrigHoechst",

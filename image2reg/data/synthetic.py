@@ -129,6 +129,9 @@ def make_ppi(genes: pd.DataFrame, params: SyntheticParams, seed: int) -> pd.Data
 
     Lower cost means a more confident interaction. Module edges are confident (cost ≈ 0.35), noise
     edges between modules are not (≈ 0.62); hubs link to a share of all genes with middling costs.
+    With ``ppi_locality`` set, an edge inside a module is likelier between genes whose programs are
+    close (Gaussian weight of the program distance with that length scale, rescaled so that the mean
+    probability inside modules stays ``ppi_p_within``): the interactome then knows more than the modules.
     """
     rng = _rng(seed, _STREAM_PPI)
     members = genes.index[genes["in_ppi"]].to_numpy()
@@ -136,7 +139,13 @@ def make_ppi(genes: pd.DataFrame, params: SyntheticParams, seed: int) -> pd.Data
     i, j = np.triu_indices(len(members), k=1)
     a, b = members[i], members[j]
     same = module[a] == module[b]
-    keep = rng.random(len(a)) < np.where(same, params.ppi_p_within, params.ppi_p_between)
+    within = np.full(len(a), params.ppi_p_within)
+    if params.ppi_locality is not None:
+        # interacting proteins share function: inside a module, pairs with close programs interact more often
+        z = latent(genes)
+        weight = np.exp(-((z[a] - z[b]) ** 2).sum(axis=1) / (2.0 * params.ppi_locality ** 2))
+        within = np.clip(params.ppi_p_within * weight / weight[same].mean(), 0.0, 1.0)
+    keep = rng.random(len(a)) < np.where(same, within, params.ppi_p_between)
     a, b, same = a[keep], b[keep], same[keep]
     cost = np.where(same, rng.normal(0.35, 0.15, len(a)), rng.normal(0.62, 0.1, len(a)))
     kind = np.where(same, "module", "noise")

@@ -140,6 +140,39 @@ def gae_tasks(genes: np.ndarray, features: np.ndarray, edges: np.ndarray, params
     return tasks
 
 
+def loto_embeddings_table(tasks: list[GaeTask], genes: np.ndarray, targets: list[str]) -> ad.AnnData | None:
+    """Each held-out target's regulatory embeddings, stacked: the ``regulatory_embeddings_loto.h5ad`` of stage 06.
+
+    With LOTO models, each target's block is its own model's embeddings. When the models learn no
+    image labels, nothing about any target's images reaches the embeddings, so the model on all genes
+    is every target's leave-one-target-out model and its embeddings are repeated under each target
+    of the interactome. Returns ``None`` when labels are learnt but no LOTO model was asked for.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        One row per (model, gene): obs ``model`` (the held-out target), ``gene`` and ``is_target``
+        (the row of the held-out target), index ``"<model>:<gene>"``.
+    """
+    genes = np.asarray(genes).astype(str)
+    loto = [task for task in tasks if task.kind == "loto"]
+    if loto:
+        models = [(task.name, task) for task in loto]
+    elif tasks[0].labels is None:
+        in_network = set(genes)
+        models = [(target, tasks[0]) for target in targets if target in in_network]
+    else:
+        return None
+    blocks = []
+    for name, task in models:
+        obs = pd.DataFrame({"model": name, "gene": genes, "is_target": genes == name},
+                           index=[f"{name}:{gene}" for gene in genes])
+        blocks.append(ad.AnnData(read_task_embeddings(task), obs=obs))
+    if not blocks:
+        raise ValueError("no impactful gene is in the interactome: there is no target to hold out")
+    return ad.concat(blocks)
+
+
 def _clusters(wanted: int, available: int, key: str) -> int:
     if available < 1:
         raise ValueError(f"no targets to cluster for the latent classifier's labels ({key})")
