@@ -51,7 +51,7 @@ from image2reg.network.enrichment import read_gmt
 from image2reg.network.gae import node_features
 from image2reg.network.inference import load_single_cell, module_recovery
 from image2reg.network.regulatory import (gae_tasks, loto_embeddings_table, read_task_embeddings, read_task_history,
-                                          run_gae_task)
+                                          replicate_embeddings_table, run_gae_task)
 from image2reg.data.raw import raw_input_path
 from image2reg.notebook import ground_truth, impactful_genes, setup_stage
 
@@ -165,8 +165,10 @@ plt.show()
 # ## The embeddings
 #
 # `regulatory_embeddings.h5ad`: the model on all genes (one row per interactome gene);
-# `regulatory_embeddings_loto.h5ad`: one block per held-out target (`model`, `gene`, `is_target`). They
-# are the raw codes; stage 07 normalises them to unit length, as the reference did.
+# `regulatory_embeddings_loto.h5ad`: one block per held-out target (`model`, `gene`, `is_target`);
+# without image labels also `regulatory_embeddings_replicates.h5ad`: the model on all genes and its
+# replicate splits (`model`, `gene`), each a valid LOTO model since none saw an image. They are the raw
+# codes; stage 07 normalises them to unit length, as the reference did.
 
 # %%
 obs = nodes[["is_target", "cluster"]].rename(columns={"cluster": "interactome_cluster"})
@@ -182,6 +184,10 @@ if loto is not None:
     how = ("its own LOTO model" if any(task.kind == "loto" for task in tasks)
            else "the model on all genes, which learns no image labels and so never sees a target")
     print(f"{loto.obs['model'].nunique()} held-out targets × {len(genes)} genes, each from {how}")
+replicates = replicate_embeddings_table(tasks, genes)
+if replicates is not None:  # leak-free for LOTO: stage 07 translates with each of them too
+    with atomic_path(out / "regulatory_embeddings_replicates.h5ad") as tmp:
+        replicates.write_h5ad(tmp)
 unit = normalize(embeddings.X)
 coordinates = umap.UMAP(n_neighbors=min(params.umap_neighbors, len(genes) - 1), metric="cosine",
                         random_state=ctx.seed).fit_transform(unit)

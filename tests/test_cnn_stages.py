@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anndata as ad
 import networkx as nx
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -202,6 +203,32 @@ def test_validation_of_a_real_dataset_reads_its_own_images_and_the_reference_run
     inputs = json.loads((runs / "other" / ".manifests" / "08_validation.json").read_text())["components"]["inputs"]
     recorded = json.loads((runs / "smoke" / ".manifests" / "06_regulatory.json").read_text())["key"]
     assert inputs["smoke:06_regulatory"] == recorded and "06_regulatory" not in inputs
+
+
+def test_without_image_labels_every_target_gets_the_one_autoencoder_and_replicates_are_scored(cnn_run, run_cli):
+    """γ = 0: no LOTO autoencoders; stage 07 still runs, and translates with each replicate model too."""
+    workdir, code = cnn_run
+    assert code == 0
+    copy = Path(shutil.copytree(workdir, workdir.parent / "cnn_stages_unlabelled"))
+    params = yaml.safe_load((copy / "params" / "smoke.yml").read_text())
+    params["stages"]["regulatory"]["gae"]["gamma"] = 0.0
+    (copy / "params" / "smoke.yml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert run_cli(copy, "--stages", "regulatory", "translation", "--no-html", root=REPO) == 0
+    regulatory = copy / "runs" / "smoke" / "06_regulatory"
+    assert pd.read_parquet(regulatory / "metrics.parquet")["kind"].tolist() == ["all", "replicate"]
+    everything = ad.read_h5ad(regulatory / "regulatory_embeddings.h5ad")
+    loto = ad.read_h5ad(regulatory / "regulatory_embeddings_loto.h5ad")
+    covered = sorted(everything.obs_names[everything.obs["is_target"]])
+    assert sorted(loto.obs["model"].unique()) == covered
+    for target in covered:
+        np.testing.assert_array_equal(loto[loto.obs["model"] == target].X, everything.X)
+    replicates = ad.read_h5ad(regulatory / "regulatory_embeddings_replicates.h5ad")
+    assert list(dict.fromkeys(replicates.obs["model"])) == ["all", "replicate_1"]
+    summary = json.loads((copy / "runs" / "smoke" / "07_translation" / "summary.json").read_text())
+    assert summary["replicates"] == 2 and summary["targets"] == len(covered)
+    assert summary["replicates_top5_min"] <= summary["replicates_top5_mean"] <= summary["replicates_top5_max"]
+    # the first replicate is the model the headline used: its score is among them
+    assert summary["replicates_top5_min"] <= summary["top5"] <= summary["replicates_top5_max"]
 
 
 def test_a_second_run_skips_every_stage(cnn_run, run_cli, capsys):

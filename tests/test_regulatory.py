@@ -10,7 +10,8 @@ import pytest
 from image2reg.cnn.tasks import run_tasks
 from image2reg.config import GaeParams, RegulatoryStageParams
 from image2reg.execute import ExecutionParams
-from image2reg.network.regulatory import gae_tasks, loto_embeddings_table, read_task_embeddings, run_gae_task
+from image2reg.network.regulatory import (gae_tasks, loto_embeddings_table, read_task_embeddings,
+                                         replicate_embeddings_table, run_gae_task)
 
 GENES = np.array([f"G{i}" for i in range(12)])
 TARGETS = ["G0", "G1", "G2", "G3", "G4", "OUTSIDE"]  # OUTSIDE: an impactful gene not in the interactome
@@ -123,3 +124,22 @@ def test_loto_table_holds_each_targets_own_model_or_the_unlabelled_model(tmp_pat
     assert loto_embeddings_table(labelled[:1], GENES, TARGETS) is None
     with pytest.raises(ValueError, match="no impactful gene is in the interactome"):
         loto_embeddings_table(unlabelled, GENES, ["OUTSIDE"])
+
+
+def test_replicates_are_handed_on_only_when_no_model_saw_an_image(tmp_path):
+    features = np.random.default_rng(4).random((12, 3)).astype(np.float32)
+    inprocess = ExecutionParams(backend="inprocess")
+    unlabelled = gae_tasks(GENES, features, ring_with_chords(), stage_params(labels="none", evaluation_seeds=3),
+                           out_dir=tmp_path / "a", targets=TARGETS)
+    run_tasks(run_gae_task, unlabelled, inprocess, progress_bar=False)
+    table = replicate_embeddings_table(unlabelled, GENES)
+    assert list(dict.fromkeys(table.obs["model"])) == ["all", "replicate_1", "replicate_2"]
+    for task in unlabelled:
+        block = table[table.obs["model"] == task.name]
+        assert block.obs["gene"].tolist() == GENES.tolist()
+        np.testing.assert_array_equal(block.X, read_task_embeddings(task))
+    assert not np.array_equal(table[table.obs["model"] == "all"].X, table[table.obs["model"] == "replicate_1"].X)
+
+    labelled = gae_tasks(GENES, features, ring_with_chords(), stage_params(loto=False), out_dir=tmp_path / "b",
+                         targets=TARGETS, image_embeddings=image_embeddings())
+    assert replicate_embeddings_table(labelled, GENES) is None  # they learnt every target's image cluster

@@ -173,6 +173,31 @@ def loto_embeddings_table(tasks: list[GaeTask], genes: np.ndarray, targets: list
     return ad.concat(blocks)
 
 
+def replicate_embeddings_table(tasks: list[GaeTask], genes: np.ndarray) -> ad.AnnData | None:
+    """The embeddings of the model on all genes and of its replicate splits, when they are leak-free for LOTO.
+
+    Without image labels, no model sees any target's images, so each replicate (another edge split
+    and initialisation) is as valid a leave-one-target-out model as the first: translating with each
+    shows how much the LOTO scores depend on the autoencoder's training draw. With labels, the
+    replicates learnt every target's image cluster, so ``None`` is returned.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        One row per (model, gene): obs ``model`` (``all``, ``replicate_1``, …), ``gene``, index
+        ``"<model>:<gene>"``.
+    """
+    if tasks[0].labels is not None:
+        return None
+    genes = np.asarray(genes).astype(str)
+    blocks = []
+    for task in tasks:
+        if task.kind in ("all", "replicate"):
+            obs = pd.DataFrame({"model": task.name, "gene": genes}, index=[f"{task.name}:{gene}" for gene in genes])
+            blocks.append(ad.AnnData(read_task_embeddings(task), obs=obs))
+    return ad.concat(blocks)
+
+
 def _clusters(wanted: int, available: int, key: str) -> int:
     if available < 1:
         raise ValueError(f"no targets to cluster for the latent classifier's labels ({key})")
