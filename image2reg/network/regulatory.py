@@ -170,7 +170,7 @@ def loto_embeddings_table(tasks: list[GaeTask], genes: np.ndarray, targets: list
         blocks.append(ad.AnnData(read_task_embeddings(task), obs=obs))
     if not blocks:
         raise ValueError("no impactful gene is in the interactome: there is no target to hold out")
-    return ad.concat(blocks)
+    return _categorical(ad.concat(blocks), ["model", "gene"])
 
 
 def replicate_embeddings_table(tasks: list[GaeTask], genes: np.ndarray) -> ad.AnnData | None:
@@ -195,7 +195,13 @@ def replicate_embeddings_table(tasks: list[GaeTask], genes: np.ndarray) -> ad.An
         if task.kind in ("all", "replicate"):
             obs = pd.DataFrame({"model": task.name, "gene": genes}, index=[f"{task.name}:{gene}" for gene in genes])
             blocks.append(ad.AnnData(read_task_embeddings(task), obs=obs))
-    return ad.concat(blocks)
+    return _categorical(ad.concat(blocks), ["model", "gene"])
+
+
+def _categorical(table: ad.AnnData, columns: list[str]) -> ad.AnnData:
+    for column in columns:  # as h5ad stores them anyway (and says so for every column it converts)
+        table.obs[column] = pd.Categorical(table.obs[column], categories=list(dict.fromkeys(table.obs[column])))
+    return table
 
 
 def _clusters(wanted: int, available: int, key: str) -> int:
