@@ -10,9 +10,9 @@ from image2reg.execute import ExecutionParams
 from image2reg.translation import evaluate
 from image2reg.translation.evaluate import (GRID_COLUMNS, LotoData, baseline_ranks, distance_ranks, grid_ranks,
                                             grid_summary, loto_predictions, loto_ranks, model_fit_predict,
-                                            nested_selection, permutation_p_value, permutation_ranks, random_ranks,
-                                            random_topk, reference_grid, selection_score, settings_grid,
-                                            topk_accuracy, topk_auc)
+                                            nested_selection, paired_p_value, permutation_p_value, permutation_ranks,
+                                            random_ranks, random_topk, reference_grid, selection_score, settings_grid,
+                                            target_scores, topk_accuracy, topk_auc)
 from image2reg.translation.features import InputSettings, augment_inputs, unit_rows
 from image2reg.translation.models import NtkRegression
 
@@ -385,3 +385,42 @@ def test_grid_summary_sorts_best_first():
     assert "auc_10" in grid_summary(grid, ranks, [10]).columns
     with pytest.raises(ValueError, match="rows for 3 settings"):
         grid_summary(grid, ranks[:2], [20])
+
+
+def test_target_scores_add_up_to_the_top_k_accuracy_and_area():
+    ranks = np.array([0, 3, 4, 9, 60])
+    assert target_scores(ranks, "top5").tolist() == [1, 1, 1, 0, 0]
+    assert target_scores(ranks, "auc10").tolist() == [10, 7, 6, 1, 0]
+    accuracy = topk_accuracy(ranks, 10)
+    assert target_scores(ranks, "top5").mean() == pytest.approx(accuracy[4])
+    assert target_scores(ranks, "auc10").mean() / 10 == pytest.approx(topk_auc(accuracy, 10))
+    for bad in ("top", "auc0", "mrr5", "top-3"):
+        with pytest.raises(ValueError, match="metric must be 'top<K>' or 'auc<K>'"):
+            target_scores(ranks, bad)
+
+
+def test_paired_p_value_on_hand_counted_sign_patterns():
+    # five targets, each a hit for the method and a miss for the baseline: only 1 of the 32 patterns ties
+    assert paired_p_value([0, 1, 2, 3, 4], [50, 60, 70, 80, 90], "top5") == pytest.approx(1 / 32)
+    # differences +1, +1, −1: sums over the 8 patterns are 3, 1, 1, 1, −1, −1, −1, −3, so 4 reach 1
+    assert paired_p_value([0, 0, 50], [50, 50, 0], "top5") == pytest.approx(0.5)
+    # the same rankings: every pattern sums to 0
+    assert paired_p_value([3, 7, 20], [3, 7, 20], "auc10") == 1.0
+    # worse than the baseline everywhere: every pattern but the all-negative one is at least as good
+    assert paired_p_value([50, 50], [0, 0], "top5") == 1.0
+    # the area counts how far ahead: ranks 0 against 9 differ by 9 units of auc10 on one target
+    assert paired_p_value([0, 5], [9, 5], "auc10") == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same targets: 2 against 3"):
+        paired_p_value([0, 1], [0, 1, 2], "top5")
+
+
+def test_paired_p_value_samples_patterns_for_many_targets_deterministically():
+    better = np.zeros(30, dtype=int)
+    worse = np.full(30, 80)
+    p = paired_p_value(better, worse, "top10", repeats=2000, seed=1)
+    assert p == pytest.approx(1 / 2001)  # 2⁻³⁰: no random pattern reaches it
+    method, baseline = np.array([0] * 16 + [80] * 14), np.array([80] * 16 + [0] * 14)
+    first = paired_p_value(method, baseline, "top10", repeats=2000, seed=1)
+    assert first == paired_p_value(method, baseline, "top10", repeats=2000, seed=1)
+    # +1 sixteen times and −1 fourteen times: P(sum of 30 random signs ≥ 2) = P(Binomial(30, ½) ≥ 16) = 0.428
+    assert first == pytest.approx(0.428, abs=0.03)
