@@ -55,8 +55,8 @@ from image2reg.images.pipeline import illumination_files, prepare_illumination, 
 from image2reg.layout import RunLayout, atomic_path, write_text_atomic
 from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, nearest_genes, oracle_summary,
                                 setup_stage)
-from image2reg.translation.evaluate import (model_fit_predict, permutation_p_value, random_ranks, random_topk,
-                                            topk_accuracy, topk_auc)
+from image2reg.translation.evaluate import (model_fit_predict, paired_p_value, permutation_p_value, random_ranks,
+                                            random_topk, topk_accuracy, topk_auc)
 from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.transfer import (baseline_transfer_ranks, permutation_transfer_ranks, regulatory_clusters,
                                             restricted_test, transfer_predictions, transfer_ranks)
@@ -176,7 +176,7 @@ print(f"gene perturbation embeddings: {len(train)} training genes (from {int(mea
 # keep the test genes whose regulatory cluster (k-means of the embeddings) holds at least
 # `min_train_per_cluster` training genes, as in the reference; all test genes are shown as well.
 # p-values: the share of random-gene rankings, and of fits on shuffled training pairs, that score at
-# least as high.
+# least as high; against the mean baselines, a paired sign-flip test on the same test genes.
 
 # %%
 settings = InputSettings(**{**params.inputs.model_dump(), "n_neighbors": min(params.inputs.n_neighbors, len(train))})
@@ -226,6 +226,11 @@ def evaluate(genes: list[str]) -> tuple[pd.DataFrame, dict, dict]:
             if column in table:
                 table.loc[name, f"p_random_{column}"] = permutation_p_value(table.loc[name, column],
                                                                             random_scores[column].to_numpy())
+    paired = ["top5", "top10", f"auc{max(k for k in params.auc_ks if k <= max_k)}"]
+    for name, key in (("mean of all genes", "mean_all"), ("mean of training genes", "train_mean")):
+        for column in (c for c in paired if c in table):  # paired on the same test genes: ahead gene by gene?
+            table.loc[main, f"p_{key}_{column}"] = paired_p_value(ranks.loc[genes, main], ranks.loc[genes, name],
+                                                                  column, seed=ctx.seed)
     curves = {name: topk_accuracy(ranks.loc[genes, name].to_numpy(), max_k) for name in columns}
     bands = {"random gene": tuple(np.quantile(random_curves, [0.025, 0.975], axis=0))}
     if null is not None:
