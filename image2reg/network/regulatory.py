@@ -163,14 +163,11 @@ def loto_embeddings_table(tasks: list[GaeTask], genes: np.ndarray, targets: list
         models = [(target, tasks[0]) for target in targets if target in in_network]
     else:
         return None
-    blocks = []
-    for name, task in models:
-        obs = pd.DataFrame({"model": name, "gene": genes, "is_target": genes == name},
-                           index=[f"{name}:{gene}" for gene in genes])
-        blocks.append(ad.AnnData(read_task_embeddings(task), obs=obs))
-    if not blocks:
+    if not models:
         raise ValueError("no impactful gene is in the interactome: there is no target to hold out")
-    return _categorical(ad.concat(blocks), ["model", "gene"])
+    table = _stacked(models, genes)
+    table.obs["is_target"] = (table.obs["gene"].astype(str) == table.obs["model"].astype(str)).to_numpy()
+    return table
 
 
 def replicate_embeddings_table(tasks: list[GaeTask], genes: np.ndarray) -> ad.AnnData | None:
@@ -189,19 +186,18 @@ def replicate_embeddings_table(tasks: list[GaeTask], genes: np.ndarray) -> ad.An
     """
     if tasks[0].labels is not None:
         return None
-    genes = np.asarray(genes).astype(str)
-    blocks = []
-    for task in tasks:
-        if task.kind in ("all", "replicate"):
-            obs = pd.DataFrame({"model": task.name, "gene": genes}, index=[f"{task.name}:{gene}" for gene in genes])
-            blocks.append(ad.AnnData(read_task_embeddings(task), obs=obs))
-    return _categorical(ad.concat(blocks), ["model", "gene"])
+    return _stacked([(task.name, task) for task in tasks if task.kind in ("all", "replicate")],
+                    np.asarray(genes).astype(str))
 
 
-def _categorical(table: ad.AnnData, columns: list[str]) -> ad.AnnData:
-    for column in columns:  # as h5ad stores them anyway (and says so for every column it converts)
-        table.obs[column] = pd.Categorical(table.obs[column], categories=list(dict.fromkeys(table.obs[column])))
-    return table
+def _stacked(models: list[tuple[str, GaeTask]], genes: np.ndarray) -> ad.AnnData:
+    """The embeddings of each ``(name, task)``, one block per name: obs ``model``, ``gene`` (categorical, as
+    h5ad stores them anyway), index ``"<name>:<gene>"``."""
+    names = [name for name, _ in models]
+    obs = pd.DataFrame({"model": pd.Categorical(np.repeat(names, len(genes)), categories=list(dict.fromkeys(names))),
+                        "gene": pd.Categorical(np.tile(genes, len(names)), categories=list(genes))},
+                       index=[f"{name}:{gene}" for name in names for gene in genes])
+    return ad.AnnData(np.vstack([read_task_embeddings(task) for _, task in models]), obs=obs)
 
 
 def _clusters(wanted: int, available: int, key: str) -> int:
