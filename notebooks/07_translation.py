@@ -187,9 +187,12 @@ replicates = None
 if replicate_file.is_file():
     table_of = ad.read_h5ad(replicate_file)
     models = list(dict.fromkeys(table_of.obs["model"].astype(str)))
-    replicates = pd.DataFrame({model: scores(loto_ranks(replace(data, regulatory={
-        t: unit_rows(model_block(table_of, model).loc[genes].to_numpy()) for t in data.targets}), fitted).to_numpy())
-        for model in models}).T
+
+    def replicate_scores(model: str) -> dict[str, float]:
+        shared = unit_rows(model_block(table_of, model).loc[genes].to_numpy())  # every target's LOTO model
+        return scores(loto_ranks(replace(data, regulatory={t: shared for t in data.targets}), fitted).to_numpy())
+
+    replicates = pd.DataFrame({model: replicate_scores(model) for model in models}).T
     spread = replicates.agg(["mean", "min", "max"])
     display(pd.concat([replicates, spread]).round(3))
     print(f"{len(models)} autoencoder trainings: top-5 {spread.loc['mean', 'top5']:.3f} on average "

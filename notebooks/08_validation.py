@@ -226,7 +226,8 @@ def evaluate(genes: list[str]) -> tuple[pd.DataFrame, dict, dict]:
             if column in table:
                 table.loc[name, f"p_random_{column}"] = permutation_p_value(table.loc[name, column],
                                                                             random_scores[column].to_numpy())
-    paired = ["top5", "top10", f"auc{max(k for k in params.auc_ks if k <= max_k)}"]
+    largest = max((k for k in params.auc_ks if k <= max_k), default=None)
+    paired = ["top5", "top10"] + ([f"auc{largest}"] if largest else [])
     for name, key in (("mean of all genes", "mean_all"), ("mean of training genes", "train_mean")):
         for column in (c for c in paired if c in table):  # paired on the same test genes: ahead gene by gene?
             table.loc[main, f"p_{key}_{column}"] = paired_p_value(ranks.loc[genes, main], ranks.loc[genes, name],
