@@ -257,6 +257,12 @@ def phenotype_map(latent_dim: int, seed: int) -> np.ndarray:
     return _rng(seed, _STREAM_SCREEN, 0).standard_normal((len(PHENOTYPES), latent_dim))
 
 
+def effect_directions(z: np.ndarray, seed: int) -> np.ndarray:
+    """Unit phenotype directions (genes × phenotypes) of programs ``z``: ``A z`` made unit length."""
+    direction = z @ phenotype_map(z.shape[1], seed).T
+    return direction / np.linalg.norm(direction, axis=1, keepdims=True)
+
+
 def design_screen(genes: pd.DataFrame, params: SyntheticParams,
                   seed: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """Choose the screened genes, their effects and the plate map.
@@ -301,8 +307,7 @@ def design_screen(genes: pd.DataFrame, params: SyntheticParams,
     screen["effect_class"] = classes + ["none"] * screen_params.n_none
     sizes = {"strong": screen_params.strong_effect, "weak": screen_params.weak_effect}
     screen["effect_size"] = [rng.uniform(*sizes[c]) if c in sizes else 0.0 for c in screen["effect_class"]]
-    direction = latent(genes.loc[list(chosen) + no_effect]) @ phenotype_map(params.latent_dim, seed).T
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    direction = effect_directions(latent(genes.loc[list(chosen) + no_effect]), seed)
     shift = direction * screen["effect_size"].to_numpy()[:, None]
     for k, name in enumerate(PHENOTYPES):
         screen[f"shift_{name}"] = shift[:, k]
@@ -767,9 +772,7 @@ def world_shifts(genes: pd.DataFrame, names: list[str], effect: tuple[float, flo
     if missing:
         raise KeyError(f"not genes of the synthetic world: {', '.join(missing[:10])}")
     columns = [f"shift_{p}" for p in PHENOTYPES]
-    z = latent(table)
-    direction = z @ phenotype_map(z.shape[1], seed).T
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    direction = effect_directions(latent(table), seed)
     size = _rng(seed, _STREAM_VALIDATION, 0).uniform(effect[0], effect[1], len(table))
     shifts = pd.DataFrame(direction * size[:, None], index=table.index, columns=columns)
     shifts["effect_size"] = size
