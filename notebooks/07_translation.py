@@ -48,8 +48,9 @@ from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, near
                                 setup_stage)
 from image2reg.translation.evaluate import (LotoData, baseline_ranks, grid_ranks, grid_summary, loto_predictions,
                                             loto_ranks, model_fit_predict, nested_selection, paired_p_value,
-                                            permutation_p_value, permutation_ranks, random_ranks, random_topk,
-                                            reference_grid, settings_grid, topk_accuracy, topk_auc)
+                                            permutation_p_value, permutation_ranks, power_summary, power_table,
+                                            random_ranks, random_topk, reference_grid, settings_grid, topk_accuracy,
+                                            topk_auc)
 from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.inputs import loto_data, model_block
 from image2reg.data.synthetic import latent, render_query_fields, world_shifts
@@ -139,6 +140,17 @@ plotting.target_ranks(ranks[main], n_genes, title=f"{main}: rank of each held-ou
 plt.show()
 
 # %% [markdown]
+# ## What these targets can show
+#
+# Each target is a hit or not, so with few targets a top-k accuracy is a coarse count: the exact 95 %
+# interval of each, and the fewest hits that a test at p < 0.05 can call significant, against random
+# genes and, in the paired test, against a baseline that hits none of the targets.
+
+# %%
+power = power_table(ranks[main], n_genes, [k for k in (5, 10) if k <= max_k])
+display(power.round(3))
+
+# %% [markdown]
 # ## What the predictions look like
 #
 # For a few held-out targets: the ten genes nearest to the predicted regulatory embedding (on the
@@ -213,6 +225,7 @@ summary = {"targets": len(data.targets), "candidates": n_genes, "left_out": left
            "model": main, **{k: float(v) for k, v in table.loc[main].items()},
            **{k: float(v) for k, v in p_values.loc[main].dropna().items()},
            "random_expected_top5": 5 / n_genes,
+           **power_summary(power),
            "mean_all_top5": float(table.loc["mean of all genes", "top5"]) if max_k >= 5 else None}
 if oracle is not None:
     summary.update(oracle_summary(oracle))

@@ -55,8 +55,8 @@ from image2reg.images.pipeline import illumination_files, prepare_illumination, 
 from image2reg.layout import RunLayout, atomic_path, write_text_atomic
 from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, nearest_genes, oracle_summary,
                                 setup_stage)
-from image2reg.translation.evaluate import (model_fit_predict, paired_p_value, permutation_p_value, random_ranks,
-                                            random_topk, topk_accuracy, topk_auc)
+from image2reg.translation.evaluate import (model_fit_predict, paired_p_value, permutation_p_value, power_summary,
+                                            power_table, random_ranks, random_topk, topk_accuracy, topk_auc)
 from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.transfer import (baseline_transfer_ranks, permutation_transfer_ranks, regulatory_clusters,
                                             restricted_test, transfer_predictions, transfer_ranks)
@@ -245,7 +245,7 @@ def evaluate(genes: list[str]) -> tuple[pd.DataFrame, dict, dict]:
     return table, curves, bands
 
 
-results = {}
+results, powers = {}, {}
 for label, genes in (("restricted", kept), ("all", test)):
     if not genes:
         print(f"{label}: no test genes")
@@ -254,6 +254,9 @@ for label, genes in (("restricted", kept), ("all", test)):
     results[label] = table
     print(f"{label} test genes ({len(genes)}):")
     display(table.round(4))
+    # exact 95 % intervals of the top-k accuracies and the fewest hits a test at p < 0.05 accepts
+    powers[label] = power_table(ranks.loc[genes, main], n_genes, [k for k in (5, 10) if k <= max_k])
+    display(powers[label].round(3))
     plotting.topk_curves(curves, bands, f"{label}: top-k accuracy of {len(genes)} unseen genes among "
                                         f"{n_genes} candidates ({len(train)} training genes)")
     plt.show()
@@ -311,6 +314,7 @@ for label, table in results.items():
         summary[f"{label}_{key}_score"] = float(table.loc[name, "score"])
         summary[f"{label}_{key}_top5"] = float(table.loc[name, "top5"]) if "top5" in table else None
     summary[f"{label}_random_score"] = float(table.loc["random gene (expected)", "score"])
+    summary.update({f"{label}_{key}": value for key, value in power_summary(powers[label]).items()})
 if oracle is not None:
     summary.update(oracle_summary(oracle))
 write_text_atomic(out / "summary.json", pd.Series(summary).to_json(indent=2) + "\n")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -424,3 +427,56 @@ def test_paired_p_value_samples_patterns_for_many_targets_deterministically():
     assert first == paired_p_value(method, baseline, "top10", repeats=2000, seed=1)
     # +1 sixteen times and −1 fourteen times: P(sum of 30 random signs ≥ 2) = P(Binomial(30, ½) ≥ 16) = 0.428
     assert first == pytest.approx(0.428, abs=0.03)
+
+
+def test_accuracy_interval_matches_the_clopper_pearson_closed_forms():
+    # no hit: the upper bound solves (1 − p)^n = α/2; every target a hit: the lower bound solves p^n = α/2
+    assert evaluate.accuracy_interval([99] * 15, 5) == pytest.approx((0.0, 1 - 0.025 ** (1 / 15)))
+    assert evaluate.accuracy_interval([0] * 10, 5) == pytest.approx((0.025 ** (1 / 10), 1.0))
+    low, high = evaluate.accuracy_interval([0, 4] + [50] * 13, 5)  # 2 hits of 15
+
+    def tail_at_least(hits: int, n: int, p: float) -> float:
+        return sum(math.comb(n, h) * p**h * (1 - p) ** (n - h) for h in range(hits, n + 1))
+
+    assert tail_at_least(2, 15, low) == pytest.approx(0.025, abs=1e-6)  # P(X ≥ 2 | low) = α/2
+    assert 1 - tail_at_least(3, 15, high) == pytest.approx(0.025, abs=1e-6)  # P(X ≤ 2 | high) = α/2
+    assert low < 2 / 15 < high
+    with pytest.raises(ValueError, match="confidence"):
+        evaluate.accuracy_interval([0, 1], 5, confidence=1.0)
+    with pytest.raises(ValueError, match="k"):
+        evaluate.accuracy_interval([0, 1], 0)
+
+
+def test_hits_needed_against_random_genes_and_in_the_paired_test():
+    def tail_at_least(hits: int, n: int, p: float) -> float:
+        return sum(math.comb(n, h) * p**h * (1 - p) ** (n - h) for h in range(hits, n + 1))
+
+    needed = evaluate.hits_needed(15, 132, 5)
+    # the demo's sizes: 2 hits of 15 are not enough against random genes (p ≈ 0.11), 3 are
+    assert tail_at_least(2, 15, 5 / 132) > 0.05 > tail_at_least(3, 15, 5 / 132)
+    assert needed == {"random": 3, "paired": 5}
+    # the paired count agrees with paired_p_value against a baseline that misses every target
+    miss = np.full(15, 100)
+    for hits in range(16):
+        ranks = np.where(np.arange(15) < hits, 0, 100)
+        assert (paired_p_value(ranks, miss, "top5") < 0.05) == (hits >= needed["paired"])
+    # a test that nothing can pass: top-5 of 4 candidates, or 3 targets in the paired test
+    assert evaluate.hits_needed(3, 4, 5) == {"random": None, "paired": None}
+    with pytest.raises(ValueError, match="alpha"):
+        evaluate.hits_needed(15, 132, 5, alpha=0.0)
+
+
+def test_power_table_rows_and_their_flat_summary():
+    ranks = np.array([0, 4, 7, 60, 90])  # top-5: 2 hits, top-10: 3 hits of 5 targets
+    table = evaluate.power_table(ranks, 4, [5, 10])
+    assert list(table.index) == ["top5", "top10"]
+    assert table.loc["top5", ["hits", "targets"]].tolist() == [2, 5]
+    assert table.loc["top10", "accuracy"] == pytest.approx(0.6)
+    assert (table.loc["top5", "ci_low"], table.loc["top5", "ci_high"]) == pytest.approx(
+        evaluate.accuracy_interval(ranks, 5))
+    assert table["needed_random"].isna().all()  # k ≥ 4 candidates: random genes always hit
+    assert table.loc["top5", "needed_paired"] == 5  # 5 targets: only all five hits give p = 1/32
+    summary = evaluate.power_summary(table)
+    assert summary["top5_hits_needed_random"] is None and summary["top10_hits_needed_paired"] == 5
+    assert summary["top10_ci_high"] == pytest.approx(table.loc["top10", "ci_high"])
+    json.dumps(summary)  # JSON-ready: no numpy or pandas scalars
