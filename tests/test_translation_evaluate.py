@@ -429,17 +429,19 @@ def test_paired_p_value_samples_patterns_for_many_targets_deterministically():
     assert first == pytest.approx(0.428, abs=0.03)
 
 
+def _tail_at_least(hits: int, n: int, p: float) -> float:
+    """P(X ≥ hits) for X ~ Binomial(n, p), summed term by term."""
+    return sum(math.comb(n, h) * p**h * (1 - p) ** (n - h) for h in range(hits, n + 1))
+
+
 def test_accuracy_interval_matches_the_clopper_pearson_closed_forms():
     # no hit: the upper bound solves (1 − p)^n = α/2; every target a hit: the lower bound solves p^n = α/2
     assert evaluate.accuracy_interval([99] * 15, 5) == pytest.approx((0.0, 1 - 0.025 ** (1 / 15)))
     assert evaluate.accuracy_interval([0] * 10, 5) == pytest.approx((0.025 ** (1 / 10), 1.0))
     low, high = evaluate.accuracy_interval([0, 4] + [50] * 13, 5)  # 2 hits of 15
 
-    def tail_at_least(hits: int, n: int, p: float) -> float:
-        return sum(math.comb(n, h) * p**h * (1 - p) ** (n - h) for h in range(hits, n + 1))
-
-    assert tail_at_least(2, 15, low) == pytest.approx(0.025, abs=1e-6)  # P(X ≥ 2 | low) = α/2
-    assert 1 - tail_at_least(3, 15, high) == pytest.approx(0.025, abs=1e-6)  # P(X ≤ 2 | high) = α/2
+    assert _tail_at_least(2, 15, low) == pytest.approx(0.025, abs=1e-6)  # P(X ≥ 2 | low) = α/2
+    assert 1 - _tail_at_least(3, 15, high) == pytest.approx(0.025, abs=1e-6)  # P(X ≤ 2 | high) = α/2
     assert low < 2 / 15 < high
     with pytest.raises(ValueError, match="confidence"):
         evaluate.accuracy_interval([0, 1], 5, confidence=1.0)
@@ -448,12 +450,9 @@ def test_accuracy_interval_matches_the_clopper_pearson_closed_forms():
 
 
 def test_hits_needed_against_random_genes_and_in_the_paired_test():
-    def tail_at_least(hits: int, n: int, p: float) -> float:
-        return sum(math.comb(n, h) * p**h * (1 - p) ** (n - h) for h in range(hits, n + 1))
-
     needed = evaluate.hits_needed(15, 132, 5)
     # the demo's sizes: 2 hits of 15 are not enough against random genes (p ≈ 0.11), 3 are
-    assert tail_at_least(2, 15, 5 / 132) > 0.05 > tail_at_least(3, 15, 5 / 132)
+    assert _tail_at_least(2, 15, 5 / 132) > 0.05 > _tail_at_least(3, 15, 5 / 132)
     assert needed == {"random": 3, "paired": 5}
     # the paired count agrees with paired_p_value against a baseline that misses every target
     miss = np.full(15, 100)
