@@ -59,6 +59,10 @@ class SyntheticScreenParams(StrictModel):
     illumination_strength: float = Field(ge=0, lt=1, description="max relative darkening of the plate illumination")
     blurry_fraction: float = Field(ge=0, le=1)
     saturated_fraction: float = Field(ge=0, le=1)
+    targets_per_complex: int = Field(
+        default=1, ge=1,
+        description="impactful genes drawn from each chosen protein complex, of one effect class (1: genes are "
+                    "drawn one by one from the screened modules)")
 
     @model_validator(mode="after")
     def _ranges(self) -> "SyntheticScreenParams":
@@ -75,8 +79,13 @@ class SyntheticParams(StrictModel):
     n_genes: int = Field(ge=20)
     n_modules: int = Field(ge=2)
     latent_dim: int = Field(ge=2)
-    module_spread: float = Field(gt=0, description="SD of a gene's latent program around its module centre")
-    ppi_p_within: float = Field(gt=0, le=1, description="edge probability inside a module")
+    module_spread: float = Field(gt=0, description="SD of a gene's latent program around its complex centre (its "
+                                                   "module centre with one complex per module)")
+    n_complexes: int = Field(default=1, ge=1, description="protein complexes per module")
+    complex_spread: float = Field(default=0.0, ge=0, description="SD of a complex centre around its module centre")
+    ppi_p_complex: float | None = Field(
+        default=None, gt=0, le=1, description="edge probability inside a complex; null: ppi_p_within")
+    ppi_p_within: float = Field(gt=0, le=1, description="edge probability inside a module (between its complexes)")
     ppi_p_between: float = Field(ge=0, le=1, description="edge probability between modules")
     ppi_locality: float | None = Field(
         default=None, gt=0,

@@ -178,6 +178,68 @@ def test_ppi_locality_links_genes_with_close_programs_inside_a_module():
     assert before.equals(synthetic.make_ppi(genes, params.model_copy(update={"ppi_locality": None}), seed))
 
 
+def complex_params(**changes) -> tuple[SyntheticParams, int]:
+    params, seed = smoke_params()
+    update = {"n_genes": 240, "n_modules": 4, "n_complexes": 5, "complex_spread": 1.0, "module_spread": 0.25,
+              "ppi_p_complex": 0.5, "ppi_p_within": 0.03, "ppi_locality": None, **changes}
+    return params.model_copy(update=update), seed
+
+
+def test_complexes_nest_in_modules_and_their_members_share_programs_and_interactions():
+    params, seed = complex_params()
+    genes = synthetic.make_genes(params, seed)
+    assert genes.groupby("complex")["module"].nunique().max() == 1  # a complex lies inside one module
+    assert genes["complex"].nunique() > params.n_modules
+    z = synthetic.latent(genes)
+    i, j = np.triu_indices(len(genes), k=1)
+    same_complex = genes["complex"].to_numpy()[i] == genes["complex"].to_numpy()[j]
+    same_module = genes["module"].to_numpy()[i] == genes["module"].to_numpy()[j]
+    distance = np.linalg.norm(z[i] - z[j], axis=1)
+    # programs: complex mates ≈ 0.25·√(2·d) apart, module mates of other complexes ≈ 1.0·√(2·d)
+    assert distance[same_complex].mean() < 0.5 * distance[same_module & ~same_complex].mean()
+
+    ppi = synthetic.make_ppi(genes, params, seed)
+    complex_of = genes.set_index("gene")["complex"]
+    kinds = ppi["kind"].value_counts()
+    assert (complex_of[ppi.loc[ppi["kind"] == "complex", "protein1"]].to_numpy()
+            == complex_of[ppi.loc[ppi["kind"] == "complex", "protein2"]].to_numpy()).all()
+    members = genes[genes["in_ppi"]]
+    pairs = members.groupby("complex").size()
+    n_complex_pairs = int((pairs * (pairs - 1) // 2).sum())
+    module_sizes = members.groupby("module").size()
+    n_module_pairs = int((module_sizes * (module_sizes - 1) // 2).sum()) - n_complex_pairs
+    assert kinds["complex"] / n_complex_pairs == pytest.approx(0.5, abs=0.08)
+    assert kinds["module"] / n_module_pairs == pytest.approx(0.03, abs=0.015)
+
+
+def test_one_complex_per_module_is_the_world_without_complexes():
+    params, seed = smoke_params()
+    genes = synthetic.make_genes(params, seed)
+    assert (genes["complex"] == genes["module"]).all()
+    ppi = synthetic.make_ppi(genes, params, seed)
+    assert "complex" not in set(ppi["kind"])
+    # ppi_p_complex means nothing without complexes: the same draws, the same table
+    assert ppi.equals(synthetic.make_ppi(genes, params.model_copy(update={"ppi_p_complex": 0.9}), seed))
+
+
+def test_impactful_genes_come_in_groups_of_one_complex_and_one_effect_class():
+    params, seed = complex_params()
+    params = params.model_copy(update={"screen": params.screen.model_copy(
+        update={"targets_per_complex": 3, "n_strong": 6, "n_weak": 4, "n_none": 5})})
+    genes = synthetic.make_genes(params, seed)
+    screen, _, screened_modules = synthetic.design_screen(genes, params, seed)
+    impactful = screen[screen["impactful"]].assign(complex=lambda t: genes.set_index("gene").loc[t["gene"], "complex"]
+                                                   .to_numpy())
+    assert impactful.groupby("complex")["effect_class"].nunique().max() == 1
+    sizes = impactful.groupby(["effect_class", "complex"]).size()
+    assert sorted(sizes["strong"]) == [3, 3] and sorted(sizes["weak"]) == [1, 3]  # the weak class ends partial
+    assert impactful["module"].isin(screened_modules).all()
+
+    crowded = params.model_copy(update={"screen": params.screen.model_copy(update={"n_strong": 60})})
+    with pytest.raises(ValueError, match="too few complexes with 3 eligible genes"):
+        synthetic.design_screen(genes, crowded, seed)
+
+
 def test_file_formats(world):
     metadata = pd.read_csv(world.image_metadata)
     for column in ("Image_Metadata_Plate", "Image_Metadata_Well", "Image_Metadata_Site", "Image_FileName_OrigHoechst",

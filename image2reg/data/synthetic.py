@@ -5,7 +5,9 @@ the centre of its regulatory *module*. Everything observable is generated from t
 stage of the method has something true to recover:
 
 - the **interactome** links genes of one module far more often, and more confidently (lower cost),
-  than genes of different modules; a few promiscuous hubs and self-loops mimic iRefIndex;
+  than genes of different modules; a few promiscuous hubs and self-loops mimic iRefIndex. Modules may
+  split into protein *complexes* (programs scattered around a complex centre), whose members interact
+  most densely of all;
 - **single-cell expression** (counts, h5ad): a gene's log-rate in a cell is its program projected on
   the cell's state, so genes of one module are correlated across cells;
 - **bulk expression** over cell lines (DepMap CCLE layout): the target line ``U2OS`` deregulates the
@@ -86,7 +88,11 @@ def _rng(seed: int, stream: int, *key: int) -> np.random.Generator:
 # Genes and their latent programs
 # ---------------------------------------------------------------------------------------------
 def make_genes(params: SyntheticParams, seed: int) -> pd.DataFrame:
-    """The gene universe: one row per gene with its module and latent program ``z0..``.
+    """The gene universe: one row per gene with its module, complex and latent program ``z0..``.
+
+    A gene's program is its module centre, plus its complex's offset (``complex_spread``) when modules
+    split into ``n_complexes`` protein complexes, plus its own scatter (``module_spread``). With one complex
+    per module, ``complex`` equals ``module``.
 
     Columns ``in_ppi`` / ``in_expression`` mark which genes the interactome and the expression data
     know: a few genes are missing from each, as with real resources.
@@ -100,9 +106,17 @@ def make_genes(params: SyntheticParams, seed: int) -> pd.DataFrame:
     module[: params.n_modules] = np.arange(params.n_modules)  # every module has a gene
     module = rng.permutation(module)
     z = centres[module] + params.module_spread * rng.standard_normal((n, d))
+    complex_ = module.copy()
+    if params.n_complexes > 1:
+        # protein complexes: each module splits into complexes whose centres scatter around the module centre
+        sub = _rng(seed, _STREAM_GENES, 1)
+        complex_ = module * params.n_complexes + sub.integers(0, params.n_complexes, size=n)
+        offsets = params.complex_spread * sub.standard_normal((params.n_modules * params.n_complexes, d))
+        z = z + offsets[complex_]
 
     width = max(3, len(str(n)))
-    genes = pd.DataFrame({"gene": [f"GENE{i + 1:0{width}d}" for i in range(n)], "module": module})
+    genes = pd.DataFrame({"gene": [f"GENE{i + 1:0{width}d}" for i in range(n)], "module": module,
+                          "complex": complex_})
     genes["gene_id"] = 100000 + np.arange(n)
     order = rng.permutation(n)
     ppi_only = order[: params.n_ppi_only_genes]
@@ -132,6 +146,8 @@ def make_ppi(genes: pd.DataFrame, params: SyntheticParams, seed: int) -> pd.Data
     With ``ppi_locality`` set, an edge inside a module is likelier between genes whose programs are
     close (Gaussian weight of the program distance with that length scale, rescaled so that the mean
     probability inside modules stays ``ppi_p_within``): the interactome then knows more than the modules.
+    When modules split into complexes, members of one complex interact with probability ``ppi_p_complex``
+    (kind ``complex``), members of different complexes of a module with ``ppi_p_within``.
     """
     rng = _rng(seed, _STREAM_PPI)
     members = genes.index[genes["in_ppi"]].to_numpy()
@@ -145,10 +161,15 @@ def make_ppi(genes: pd.DataFrame, params: SyntheticParams, seed: int) -> pd.Data
         z = latent(genes)
         weight = np.exp(-((z[a] - z[b]) ** 2).sum(axis=1) / (2.0 * params.ppi_locality ** 2))
         within = np.clip(params.ppi_p_within * weight / weight[same].mean(), 0.0, 1.0)
+    in_complex = np.zeros(len(a), dtype=bool)
+    if params.n_complexes > 1:
+        complex_ = genes["complex"].to_numpy()
+        in_complex = complex_[a] == complex_[b]
+        within = np.where(in_complex, params.ppi_p_complex or params.ppi_p_within, within)
     keep = rng.random(len(a)) < np.where(same, within, params.ppi_p_between)
-    a, b, same = a[keep], b[keep], same[keep]
+    a, b, same, in_complex = a[keep], b[keep], same[keep], in_complex[keep]
     cost = np.where(same, rng.normal(0.35, 0.15, len(a)), rng.normal(0.62, 0.1, len(a)))
-    kind = np.where(same, "module", "noise")
+    kind = np.where(in_complex, "complex", np.where(same, "module", "noise"))
 
     hubs = rng.choice(members, size=min(params.n_hubs, len(members)), replace=False)
     hub_a, hub_b = [], []
@@ -288,19 +309,24 @@ def design_screen(genes: pd.DataFrame, params: SyntheticParams,
     n_active = max(2, round(0.6 * params.n_modules))
     screened_modules = np.sort(rng.choice(params.n_modules, size=n_active, replace=False))
 
-    # impactful genes: round-robin over the screened modules so that each has several targets
-    pools = {m: list(rng.permutation(eligible.index[eligible["module"] == m])) for m in screened_modules}
-    impactful: list[int] = []
-    while len(impactful) < n_impactful and any(pools.values()):
-        for m in screened_modules:
-            if pools[m] and len(impactful) < n_impactful:
-                impactful.append(pools[m].pop())
-    if len(impactful) < n_impactful:
-        raise ValueError(f"the screened modules hold only {len(impactful)} eligible genes for "
-                         f"{n_impactful} impactful ones: raise n_genes or lower n_strong/n_weak")
-    rest = eligible.index.difference(impactful)
-    no_effect = list(rng.choice(rest, size=screen_params.n_none, replace=False))
-    chosen = rng.permutation(impactful)
+    if screen_params.targets_per_complex > 1:
+        chosen = _impactful_by_complex(eligible, screened_modules, screen_params, rng)
+        rest = eligible.index.difference(chosen)
+        no_effect = list(rng.choice(rest, size=screen_params.n_none, replace=False))
+    else:
+        # impactful genes: round-robin over the screened modules so that each has several targets
+        pools = {m: list(rng.permutation(eligible.index[eligible["module"] == m])) for m in screened_modules}
+        impactful: list[int] = []
+        while len(impactful) < n_impactful and any(pools.values()):
+            for m in screened_modules:
+                if pools[m] and len(impactful) < n_impactful:
+                    impactful.append(pools[m].pop())
+        if len(impactful) < n_impactful:
+            raise ValueError(f"the screened modules hold only {len(impactful)} eligible genes for "
+                             f"{n_impactful} impactful ones: raise n_genes or lower n_strong/n_weak")
+        rest = eligible.index.difference(impactful)
+        no_effect = list(rng.choice(rest, size=screen_params.n_none, replace=False))
+        chosen = rng.permutation(impactful)
     classes = ["strong"] * screen_params.n_strong + ["weak"] * screen_params.n_weak
 
     screen = genes.loc[list(chosen) + no_effect, ["gene", "module", "gene_id"]].reset_index(drop=True)
@@ -315,6 +341,35 @@ def design_screen(genes: pd.DataFrame, params: SyntheticParams,
 
     wells = _plate_map(screen, screen_params, rng)
     return screen, wells, screened_modules
+
+
+def _impactful_by_complex(eligible: pd.DataFrame, screened_modules: np.ndarray, params: SyntheticScreenParams,
+                          rng: np.random.Generator) -> list[int]:
+    """Impactful genes drawn ``targets_per_complex`` at a time from complexes of the screened modules.
+
+    Complexes are taken round-robin over the screened modules. The strong genes come first, then the weak
+    ones, and each class is filled complex by complex, so the members drawn from one complex share their
+    effect class (a class whose size is not a multiple of ``targets_per_complex`` ends with a partial complex).
+    """
+    per = params.targets_per_complex
+    pools = {m: list(rng.permutation(eligible.loc[eligible["module"] == m, "complex"].unique()))
+             for m in screened_modules}
+    order = []
+    while any(pools.values()):
+        order += [pools[m].pop() for m in screened_modules if pools[m]]
+    members = {c: list(rng.permutation(eligible.index[eligible["complex"] == c])) for c in order}
+    order = [c for c in order if len(members[c]) >= per]
+    chosen: list[int] = []
+    for wanted in (params.n_strong, params.n_weak):
+        needed = len(chosen) + wanted
+        while len(chosen) < needed and order:
+            take = min(per, needed - len(chosen))
+            chosen += members[order.pop(0)][:take]
+        if len(chosen) < needed:
+            raise ValueError(f"the screened modules hold too few complexes with {per} eligible genes for "
+                             f"{params.n_strong + params.n_weak} impactful genes: raise n_genes or n_complexes, "
+                             "or lower n_strong/n_weak")
+    return chosen
 
 
 def _plate_map(screen: pd.DataFrame, params: SyntheticScreenParams, rng: np.random.Generator) -> pd.DataFrame:
