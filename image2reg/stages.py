@@ -44,7 +44,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("06", "regulatory", "Regulatory gene embeddings: graph autoencoder on the interactome",
           inputs=("interactome", "embeddings", "loto")),
     Stage("07", "translation", "Translation: image → regulatory embeddings, LOTO top-k and the grid search",
-          inputs=("loto", "regulatory")),
+          inputs=("images", "screen", "loto", "regulatory")),
     Stage("08", "validation", "Validation on a second screen: translation from the impactful genes to new genes",
           inputs=("data", "images", "screen", "interactome", "regulatory"),
           reference_inputs=("screen", "interactome", "regulatory")),

@@ -162,6 +162,25 @@ def test_loto_data_validation_names_the_culprit():
     LotoData(genes, targets, ignored, regulatory)
 
 
+def test_profile_table_standardises_against_the_control_and_averages_per_condition():
+    from image2reg.translation.inputs import profile_table
+
+    # control nuclei: feature a = 1, 3 (mean 2, SD 1), feature b constant (SD 0 → 1), feature c never finite
+    profiles = pd.DataFrame({"a": [1.0, 3.0, 4.0, 6.0, np.nan], "b": [5.0, 5.0, 7.0, 9.0, 6.0],
+                             "c": [np.nan, np.inf, np.nan, np.nan, np.nan]}, index=[10, 11, 12, 13, 14])
+    conditions = pd.Series(["CTRL", "CTRL", "G1", "G1", "G2", "unused"], index=[10, 11, 12, 13, 14, 15])
+    table = profile_table(profiles, conditions, "CTRL")
+    assert table.index.tolist() == ["CTRL", "G1", "G2"] and table.columns.tolist() == ["a", "b"]
+    # G2's missing a is the median over all nuclei (3.5): (3.5 - 2) / 1
+    expected = pd.DataFrame({"a": [0.0, 3.0, 1.5], "b": [0.0, 3.0, 1.0]}, index=table.index)
+    pd.testing.assert_frame_equal(table, expected)
+
+    with pytest.raises(KeyError, match="1 profile rows have no condition.*\\[14\\]"):
+        profile_table(profiles, conditions.drop(index=14), "CTRL")
+    with pytest.raises(ValueError, match="'EMPTY' has 0 profiled nuclei"):
+        profile_table(profiles, conditions, "EMPTY")
+
+
 def test_loto_fit_never_sees_the_held_out_target():
     """A spy fit: training rows are the other targets sorted by name (ids in column 0), T only as the test row."""
     data = random_data(shared=False)

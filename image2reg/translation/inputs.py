@@ -60,3 +60,47 @@ def loto_data(image: ad.AnnData, regulatory: ad.AnnData, genes: Sequence[str], t
         embeddings[target] = unit_rows(reg.loc[genes].to_numpy())
     left_out = [t for t in targets if t not in usable]
     return LotoData(genes=genes, targets=sorted(usable), image=images, regulatory=embeddings), left_out
+
+
+def profile_table(profiles: pd.DataFrame, conditions: pd.Series, control: str) -> pd.DataFrame:
+    """Mean classical profile of every condition, each feature standardised against the control's nuclei.
+
+    The image side without a CNN: the features of stage 02 (:func:`image2reg.cnn.profiles.nucleus_profiles`)
+    need no training, so every condition's row is a leave-one-target-out embedding as it stands.
+
+    Parameters
+    ----------
+    profiles
+        Nuclei × features (``profiles.parquet`` of stage 02), indexed by nucleus row.
+    conditions
+        The condition of every nucleus (``Metadata_Gene`` of stage 01's nucleus table), indexed by nucleus row;
+        it must cover the rows of ``profiles``.
+    control
+        The control condition: its nuclei give each feature's mean and SD (an SD of 0 is taken as 1).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Conditions (sorted, the control included) × features. A missing or infinite value is replaced by
+        the feature's median over all nuclei before anything is computed; a feature with no finite value is
+        dropped.
+    """
+    missing = profiles.index.difference(conditions.index)
+    if len(missing):
+        raise KeyError(f"{len(missing)} profile rows have no condition in the nucleus table, e.g. "
+                       f"{missing[:3].tolist()}")
+    values = profiles.to_numpy(np.float64)
+    finite = np.isfinite(values)
+    usable = finite.any(axis=0)  # a feature without a single finite value carries nothing
+    values, finite, columns = values[:, usable], finite[:, usable], profiles.columns[usable]
+    values = np.where(finite, values, np.nanmedian(np.where(finite, values, np.nan), axis=0))
+    labels = conditions.loc[profiles.index].astype(str).to_numpy()
+    reference = values[labels == control]
+    if len(reference) < 2:
+        raise ValueError(f"the control {control!r} has {len(reference)} profiled nuclei; at least 2 are needed "
+                         "to standardise the features")
+    spread = reference.std(axis=0)
+    scaled = (values - reference.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+    table = pd.DataFrame(scaled, columns=columns).groupby(labels, sort=True).mean()
+    table.index.name = "gene"
+    return table
