@@ -146,6 +146,10 @@ class QCParams(StrictModel):
     blur_max_slope: float | None = Field(description="flag fields with a PowerLogLogSlope below this")
     blur_mad_k: float | None = Field(description="flag slopes below the plate median − k·MAD")
     saturation_max_fraction: float = Field(ge=0, le=1, description="flag fields with more pixels at the maximum")
+    bit_depth: Literal[8, 10, 12, 14, 16] | None = Field(
+        default=None, description="the camera's bit depth: a pixel at 2**bit_depth - 1 is saturated (Rohban: 12-bit "
+                                  "values in 16-bit files); null: read off each field (the smallest depth holding "
+                                  "its maximum)")
     outlier_plates: list[str] = Field(description="plates left out entirely")
     outlier_wells: list[str] = Field(description="wells left out, as 'plate/well'")
 

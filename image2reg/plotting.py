@@ -6,11 +6,11 @@ import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import tifffile
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from scipy import stats
 
+from image2reg.images.io import read_field
 from image2reg.layout import RawLayout
 
 EFFECT_COLORS = {"strong": "#c0392b", "weak": "#e67e22", "none": "#7f8c8d", "control": "#2c3e50"}
@@ -40,7 +40,7 @@ def field_montage(raw: RawLayout, metadata: pd.DataFrame, conditions: list[tuple
         picks = rows.iloc[rng.permutation(len(rows))[:n_fields]]
         images = []
         for plate, name in picks[["Image_Metadata_Plate", "Image_FileName_OrigHoechst"]].itertuples(index=False):
-            image = tifffile.imread(raw.images / str(plate) / name)
+            image = read_field(raw.images / str(plate) / name)
             top = (image.shape[0] - crop) // 2
             images.append(image[top:top + crop, top:top + crop])
         panels.append(images)

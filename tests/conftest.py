@@ -19,6 +19,17 @@ from image2reg.runbook import main
 from image2reg.stages import STAGES, Stage
 
 REPO = Path(__file__).resolve().parents[1]
+#: Real data of the Rohban and JUMP screens beside the project (``../shared/data``); absent in a user's clone.
+SHARED_DATA = REPO.parent / "shared" / "data"
+REAL = SHARED_DATA / "real"
+
+
+def real_file(relative: str) -> Path:
+    """A file under ``../shared/data/real``; the calling test is skipped when it is absent."""
+    path = REAL / relative
+    if not path.exists():
+        pytest.skip(f"needs ../shared/data/real/{relative} (real screen files, not distributed with the project)")
+    return path
 
 # Every stage notebook starts with the cell papermill overwrites; ``Path`` is there for the bodies.
 PARAMETERS_CELL = """\

@@ -129,13 +129,13 @@ def test_fields_are_scaled_by_their_robust_range_whatever_their_bit_depth(tmp_pa
 
 def test_the_cache_reads_each_field_once(nuclei, illumination, split_table, stage01, monkeypatch):
     reads = Counter()
-    original = datasets._read_field
+    original = datasets.read_field
 
     def counting(path):
         reads[path] += 1
         return original(path)
 
-    monkeypatch.setattr(datasets, "_read_field", counting)
+    monkeypatch.setattr(datasets, "read_field", counting)
     first, second = nuclei["image_path"].unique()[:2]
     a, b = nuclei[nuclei["image_path"] == first].head(1), nuclei[nuclei["image_path"] == second].head(1)
 

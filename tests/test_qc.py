@@ -39,7 +39,7 @@ def test_blurred_field_has_a_steeper_spectrum_and_a_weaker_laplacian():
     sharp_qc, blurred_qc = field_qc(sharp), field_qc(blurred)
     assert blurred_qc["power_log_log_slope"] < sharp_qc["power_log_log_slope"] - 1.0
     assert blurred_qc["laplacian_variance"] < 0.5 * sharp_qc["laplacian_variance"]
-    assert set(sharp_qc) == {"power_log_log_slope", "laplacian_variance", "saturated_fraction",
+    assert set(sharp_qc) == {"power_log_log_slope", "laplacian_variance", "saturated_fraction", "saturation_value",
                              "mean_intensity", "p99_intensity"}
 
 
@@ -60,8 +60,17 @@ def test_saturated_fraction_counts_pixels_at_the_maximum():
     image = texture(100)
     image.ravel()[:250] = 65535
     assert field_qc(image)["saturated_fraction"] == pytest.approx(250 / 10_000)
-    twelve_bit = np.minimum(image, 4095)  # a 12-bit camera in a 16-bit file: the dtype maximum is not its own
-    assert field_qc(twelve_bit)["saturated_fraction"] == 0
+    assert field_qc(image)["saturation_value"] == 65535
+    # a 12-bit camera in a 16-bit file (Rohban): saturated pixels sit at 4095, never at the dtype's 65535
+    twelve_bit = np.minimum(image, 4095)
+    assert twelve_bit.dtype == np.uint16 and twelve_bit.max() == 4095
+    assert field_qc(twelve_bit)["saturation_value"] == 4095
+    assert field_qc(twelve_bit)["saturated_fraction"] == pytest.approx(np.mean(image >= 4095))
+    assert field_qc(twelve_bit)["saturated_fraction"] > 0.005  # the flag fires at the default 0.5 %
+    # an unsaturated 12-bit field reaches no maximum, whatever its dtype
+    assert field_qc(np.minimum(image, 3000))["saturated_fraction"] == 0
+    # a known bit depth overrides what the pixels suggest
+    assert field_qc(twelve_bit, camera_bits=16)["saturated_fraction"] == 0
     assert field_qc(twelve_bit, saturation_value=4095)["saturated_fraction"] == pytest.approx(np.mean(image >= 4095))
     scaled = image.astype(np.float32) / 65535
     assert field_qc(scaled)["saturated_fraction"] == pytest.approx(250 / 10_000)

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tifffile
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
 from image2reg.images.illumination import correct_illumination, read_illumination_function
+from image2reg.images.io import read_field
 from image2reg.images.store import open_crops
 
 logger = logging.getLogger("image2reg")
@@ -92,10 +92,6 @@ def scale_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
         return np.zeros(np.shape(values), dtype=np.uint8)
     scaled = (np.asarray(values, dtype=np.float32) - np.float32(low)) * np.float32(255.0 / span)
     return (np.clip(scaled, 0.0, 255.0) + 0.5).astype(np.uint8)
-
-
-def _read_field(path: str) -> np.ndarray:
-    return tifffile.imread(path)
 
 
 class RegionCutter:
@@ -196,7 +192,7 @@ class RegionCutter:
     def _prepare(self, path: str) -> np.ndarray:
         if path not in self.fields:
             raise KeyError(f"field {path} is not among the RegionCutter's fields")
-        image = _read_field(path)
+        image = read_field(path)
         function = self._function(self.fields[path])
         corrected = image.astype(np.float32) if function is None else correct_illumination(image, function)
         low, pad, high = np.percentile(corrected, [LOW_PERCENTILE, PAD_PERCENTILE, HIGH_PERCENTILE])

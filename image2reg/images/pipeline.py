@@ -28,6 +28,7 @@ from image2reg.config import ImagesStageParams
 from image2reg.data.cellpainting import read_image_table
 from image2reg.execute import map_tasks
 from image2reg.images import store
+from image2reg.images.io import read_field
 from image2reg.images.illumination import correct_illumination, estimate_illumination, read_illumination_function
 from image2reg.images.nuclei import crop_nuclei, filter_nuclei, measure_nuclei
 from image2reg.images.qc import field_qc, flag_fields, outlier_fields
@@ -84,7 +85,7 @@ def illumination_path(out_dir: Path, plate: str) -> Path:
 
 def _estimate_plate(task: tuple[str, list[str], str, ImagesStageParams]) -> str:
     plate, paths, target, params = task
-    images = (tifffile.imread(path) for path in paths)
+    images = (read_field(path) for path in paths)
     function = estimate_illumination(images, smoothing_sigma=params.illumination.smoothing_sigma,
                                      downsample=params.illumination.downsample)
     with atomic_path(target) as tmp:
@@ -133,7 +134,7 @@ def process_field(image: np.ndarray, illumination: np.ndarray | None,
     crops
         uint8, len(kept) × crop_size × crop_size.
     """
-    qc = field_qc(image)
+    qc = field_qc(image, camera_bits=params.qc.bit_depth)
     corrected = corrected_field(image, illumination)
     labels = segment(corrected, mask_path)
     table = measure_nuclei(labels, corrected)
@@ -154,7 +155,7 @@ def _process_shard(task: ShardTask) -> tuple[str, int]:
     for field in task.fields:
         metadata = {key: value for key, value in field.items() if key.startswith("Metadata_")}
         try:
-            image = tifffile.imread(field["image_path"])
+            image = read_field(field["image_path"])
             mask = field.get("mask_path")
             qc, kept, dropped, crops = process_field(image, illumination, segment,
                                                       Path(mask) if mask else None, task.params)
@@ -271,7 +272,7 @@ def evaluate_segmentation(fields: pd.DataFrame, truth_masks: list[Path], illumin
     functions = {plate: read_illumination_function(path) for plate, path in illumination.items() if path}
     rows = []
     for field, truth_path in zip(fields.itertuples(index=False), truth_masks):
-        image = tifffile.imread(field.image_path)
+        image = read_field(field.image_path)
         corrected = corrected_field(image, functions.get(str(field.Metadata_Plate)))
         scores = match_labels(tifffile.imread(truth_path), segment(corrected, None), iou_threshold=iou_threshold)
         rows.append({"Metadata_Plate": field.Metadata_Plate, "Metadata_Well": field.Metadata_Well,

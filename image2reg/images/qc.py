@@ -7,7 +7,8 @@ as published; here they are measured, so that JUMP and the demo world get the sa
   keeps power at high spatial frequencies; defocus is a low-pass filter, so the spectrum falls off
   faster and the slope is more negative. The normalised variance of the Laplacian is a second,
   independent measure for plots.
-- **saturation**: the fraction of pixels at the camera's maximum value.
+- **saturation**: the fraction of pixels at the camera's maximum value, at the data's real bit depth
+  (12-bit cameras write at most 4095 into 16-bit files; :func:`image2reg.images.io.bit_depth`).
 
 :func:`field_qc` measures one field; :func:`flag_fields` turns a table of measures into flags, per
 plate, together with the outlier plates and wells excluded by hand.
@@ -25,12 +26,15 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from image2reg.images.io import bit_depth
+
 logger = logging.getLogger("image2reg")
 
 #: Names of the measures returned by :func:`field_qc` (the columns :func:`flag_fields` reads).
 POWER_LOG_LOG_SLOPE = "power_log_log_slope"
 LAPLACIAN_VARIANCE = "laplacian_variance"
 SATURATED_FRACTION = "saturated_fraction"
+SATURATION_VALUE = "saturation_value"
 MEAN_INTENSITY = "mean_intensity"
 P99_INTENSITY = "p99_intensity"
 
@@ -82,7 +86,8 @@ def power_log_log_slope(image: np.ndarray) -> float:
     return float(slope)
 
 
-def field_qc(image: np.ndarray, *, saturation_value: float | None = None) -> dict[str, float]:
+def field_qc(image: np.ndarray, *, saturation_value: float | None = None,
+             camera_bits: int | None = None) -> dict[str, float]:
     """Blur, saturation and intensity measures of one field of view.
 
     Parameters
@@ -91,21 +96,26 @@ def field_qc(image: np.ndarray, *, saturation_value: float | None = None) -> dic
         One 2-D field, raw camera counts (before illumination correction, so that clipped pixels are
         still at the camera's maximum).
     saturation_value
-        The value of a saturated pixel. Default: the dtype's maximum for integer images (65535 for
-        16-bit); for float images the image's own maximum, as CellProfiler's ``PercentMaximal``.
+        The value of a saturated pixel. Default: ``2**camera_bits - 1`` for integer images, with
+        ``camera_bits`` read off the field (:func:`image2reg.images.io.bit_depth`: 4095 for a 12-bit
+        camera writing 16-bit files, 65535 for a 16-bit one); for float images the image's own
+        maximum, as CellProfiler's ``PercentMaximal``.
+    camera_bits
+        The camera's bit depth, when known (params ``qc.bit_depth``); None: read off each field.
 
     Returns
     -------
     dict
         ``power_log_log_slope`` (:func:`power_log_log_slope`), ``laplacian_variance`` (variance of
         the Laplacian divided by the variance of the image: contrast-free, lower when blurry),
-        ``saturated_fraction`` (share of pixels at or above ``saturation_value``), ``mean_intensity``
-        and ``p99_intensity``.
+        ``saturated_fraction`` (share of pixels at or above ``saturation_value``), ``saturation_value``,
+        ``mean_intensity`` and ``p99_intensity``.
     """
     if image.ndim != 2:
         raise ValueError(f"a field must be a 2-D image, got shape {image.shape}")
     if saturation_value is None:
-        saturation_value = np.iinfo(image.dtype).max if np.issubdtype(image.dtype, np.integer) else image.max()
+        bits = camera_bits if camera_bits is not None else bit_depth(image)
+        saturation_value = 2 ** bits - 1 if bits is not None else image.max()
     pixels = image.astype(np.float32)
     variance = float(pixels.var())
     laplacian = float(ndimage.laplace(pixels).var() / variance) if variance > 0 else float("nan")
@@ -113,6 +123,7 @@ def field_qc(image: np.ndarray, *, saturation_value: float | None = None) -> dic
         POWER_LOG_LOG_SLOPE: power_log_log_slope(pixels),
         LAPLACIAN_VARIANCE: laplacian,
         SATURATED_FRACTION: float(np.count_nonzero(image >= saturation_value) / image.size),
+        SATURATION_VALUE: float(saturation_value),
         MEAN_INTENSITY: float(pixels.mean()),
         P99_INTENSITY: float(np.percentile(image, 99)),
     }
