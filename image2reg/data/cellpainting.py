@@ -72,8 +72,8 @@ _ROHBAN_RENAME = {"Image_Metadata_Plate": "Metadata_Plate", "Image_Metadata_Well
                   "Image_Metadata_AlleleDesc": "Metadata_Allele", "Image_FileName_OrigHoechst": "Metadata_FileName"}
 _ROHBAN_CONTROLS = ("EMPTY", "Luciferase", "LacZ")
 _ROHBAN_CONTROL_ROLES = ("Untreated", "CTRL")
-_JUMP_CONTROLS = ("BFP", "HcRed", "LUCIFERASE", "LacZ", "eGFP")
-_JUMP_NEGATIVE_CONTROL = "BFP"
+JUMP_CONTROLS = ("BFP", "HcRed", "LUCIFERASE", "LacZ", "eGFP")
+JUMP_NEGATIVE_CONTROL = "BFP"
 _JUMP_CONTROL_PERT_TYPES = ("negcon", "poscon", "control")
 _DNA_CHANNELS = ("DNA", "Hoechst")  # LoadData channel names of the DNA stain: JUMP pipelines, Rohban database
 _LOAD_DATA_FILES = ("load_data_with_illum.parquet", "load_data_with_illum.csv.gz", "load_data_with_illum.csv",
@@ -489,6 +489,10 @@ def normalize_jump_metadata(load_data: pd.DataFrame, well: pd.DataFrame, plate: 
     _require(well, ("Metadata_Source", "Metadata_Plate", "Metadata_Well", "Metadata_JCP2022"), "JUMP well table")
     _require(plate, ("Metadata_Source", "Metadata_Batch", "Metadata_Plate"), "JUMP plate table")
     _require(orf, ("Metadata_JCP2022", "Metadata_Symbol"), "JUMP orf table")
+    unknown = sorted(set(fields["Metadata_Plate"]) - set(plate["Metadata_Plate"].astype(str)))
+    if unknown:
+        raise ImageTableError(f"the LoadData table names plates that the JUMP plate table does not know: {unknown} "
+                              f"(a newer plate table from {JUMP_METADATA_SOURCE} may have them)")
     wells = well[["Metadata_Source", "Metadata_Plate", "Metadata_Well", "Metadata_JCP2022"]].astype(str)
     wells = wells.assign(_well=wells["Metadata_Well"].str.upper()).drop(columns="Metadata_Well")
     annotated = (fields.assign(_well=fields["Metadata_Well"].str.upper())
@@ -500,26 +504,37 @@ def normalize_jump_metadata(load_data: pd.DataFrame, well: pd.DataFrame, plate: 
                                "Metadata_pert_type") if c in orf]
     annotated = annotated.merge(orf[orf_columns], on="Metadata_JCP2022", how="inner", validate="many_to_one")
     if len(annotated) < len(fields):
-        logger.info("%d of %d fields are not in ORF wells (no well entry, compounds, untreated) and are dropped",
-                    len(fields) - len(annotated), len(fields))
+        left_out = fields[~fields["Metadata_Plate"].isin(annotated["Metadata_Plate"])]["Metadata_Plate"].unique()
+        logger.warning("%d of %d fields are not in ORF wells (no well entry, compounds, empty) and are left out%s",
+                       len(fields) - len(annotated), len(fields),
+                       f"; plates without any ORF well: {', '.join(sorted(left_out))}" if len(left_out) else "")
 
     label = annotated["Metadata_Symbol"]
     if "Metadata_Name" in annotated:
         label = label.fillna(annotated["Metadata_Name"])
-    label = label.astype(str).str.strip()
-    canonical = {name.casefold(): name for name in _JUMP_CONTROLS}
-    known_control = label.str.casefold().map(canonical)
-    is_control = known_control.notna()
-    if "Metadata_pert_type" in annotated:
-        is_control |= annotated["Metadata_pert_type"].isin(_JUMP_CONTROL_PERT_TYPES)
-    negative = known_control == _JUMP_NEGATIVE_CONTROL
-    gene = label.where(~negative, NEGATIVE_CONTROL)
+    gene, negative, control_type = jump_labels(label, annotated.get("Metadata_pert_type"))
     annotated["Metadata_Gene"] = gene
     annotated["Metadata_Allele"] = annotated.get("Metadata_broad_sample", pd.Series(np.nan, index=annotated.index))
     annotated["Metadata_Control"] = negative.to_numpy()
-    annotated["Metadata_ControlType"] = gene.where(is_control)
+    annotated["Metadata_ControlType"] = control_type
     return _finish(annotated.drop(columns=[c for c in ("Metadata_Symbol", "Metadata_Name", "Metadata_broad_sample")
                                            if c in annotated]))
+
+
+def jump_labels(symbols: pd.Series, pert_types: pd.Series | None = None) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Condition labels of JUMP ORFs: ``(gene, is_negative_control, control_type)``.
+
+    BFP, the negative control, becomes ``EMPTY``; HcRed, LUCIFERASE, LacZ and eGFP (any case), and ORFs
+    typed ``negcon``/``poscon``/``control``, are controls named in ``control_type`` (NaN for genes).
+    """
+    label = symbols.astype(str).str.strip()
+    known = label.str.casefold().map({name.casefold(): name for name in JUMP_CONTROLS})
+    is_control = known.notna()
+    if pert_types is not None:
+        is_control |= pert_types.isin(_JUMP_CONTROL_PERT_TYPES)
+    negative = known == JUMP_NEGATIVE_CONTROL
+    gene = label.where(~negative, NEGATIVE_CONTROL)
+    return gene, negative, gene.where(is_control)
 
 
 def _finish(table: pd.DataFrame) -> pd.DataFrame:
@@ -595,20 +610,22 @@ def read_image_table(raw: RawLayout) -> pd.DataFrame:
         table = _finish(table) if not missing_normalized else normalize_rohban_metadata(table)
     except ValueError as error:  # a value that is not a site number, a truth value, ...
         raise ImageTableError(f"{path}: {error}") from error
-    _validate(table, path)
+    validate_image_table(table, path)
     return table
 
 
 def write_image_table(table: pd.DataFrame, raw: RawLayout) -> Path:
     """Write a normalised image table to ``raw/metadata/images.csv`` (atomically) and return the path."""
     _require(table, IMAGE_COLUMNS, "normalised image table")
-    _validate(table, raw.image_metadata)
+    validate_image_table(table, raw.image_metadata)
     with atomic_path(raw.image_metadata) as tmp:
         table.to_csv(tmp, index=False)
     return raw.image_metadata
 
 
-def _validate(table: pd.DataFrame, path: Path) -> None:
+def validate_image_table(table: pd.DataFrame, path: Path) -> None:
+    """Raise :class:`ImageTableError` (naming ``path`` and the first row) for rows without a key or a file
+    name, and for fields listed twice."""
     keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_Gene", "Metadata_FileName"]
     empty = table[keys].isna() | table[keys].isin(["", "nan"])
     if empty.any(axis=None):
