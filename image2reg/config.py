@@ -200,8 +200,9 @@ class ModelParams(StrictModel):
     input_size: int = Field(default=224, ge=16, description="side (px) both branches' images are resized to")
     width: int = Field(default=64, ge=1, description="channels of ResNet18's first stage (64 = torchvision's)")
     region_size: int = Field(default=448, ge=16, description="side (px) of the field patch centred on the nucleus")
-    pretrained: str | None = Field(default=None, description="local torchvision ResNet18 weights file "
-                                                             "(ImageNet); null: random initialisation")
+    pretrained: str | None = Field(default=None, description="local torchvision ResNet18 ImageNet weights file "
+                                                             "(resnet18-f37072fd.pth; relative to the params file's "
+                                                             "folder), as the reference; null: train from scratch")
 
     @model_validator(mode="after")
     def _distinct_branches(self) -> ModelParams:
@@ -707,6 +708,52 @@ def load_params(path: str | Path) -> RunParams:
     params = params.model_copy(update={"source_path": path})
     _check_fold_overrides(params, lines)
     return params
+
+
+#: Where users get the ImageNet weights the reference fine-tunes (torchvision's ResNet18, IMAGENET1K_V1).
+RESNET18_IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+
+
+class PretrainedWeightsError(FileNotFoundError):
+    """A params file asks for pretrained encoder weights that are not on disk; the message names key and file."""
+
+
+def resolve_pretrained(params: RunParams, stage: str) -> RunParams:
+    """The params with the stage's ``model.pretrained`` made absolute, after checking the file exists.
+
+    A relative path is taken relative to the params file's folder (``../weights/resnet18-f37072fd.pth``
+    in ``params/rohban.yml`` is ``weights/`` of the project). Stages without a ``model`` block, and
+    ``pretrained: null`` (training from scratch), are returned unchanged.
+
+    Raises
+    ------
+    PretrainedWeightsError
+        Naming the params file, the key and the missing file, with where to download it and how to
+        train from scratch instead: before any training starts.
+    """
+    block = getattr(params.stages, stage, None)
+    model = getattr(block, "model", None)
+    if not isinstance(model, ModelParams) or model.pretrained is None:
+        return params  # no image encoder (translation's ``model`` names its regression)
+    path = Path(model.pretrained).expanduser()
+    if not path.is_absolute():
+        path = (params.source_path.parent if params.source_path else Path.cwd()) / path
+    path = path.resolve()
+    if not path.is_file():
+        raise PretrainedWeightsError(
+            f"{params._where()}: stages.{stage}.model.pretrained names {model.pretrained}, but {path} does not exist. "
+            f"Download torchvision's ImageNet ResNet18 weights once ({RESNET18_IMAGENET_URL}) to that path, or set "
+            f"stages.{stage}.model.pretrained: null to train the encoder from scratch (not the reference's setting)")
+    resolved = block.model_copy(update={"model": model.model_copy(update={"pretrained": str(path)})})
+    return params.model_copy(update={"stages": params.stages.model_copy(update={stage: resolved})})
+
+
+def encoder_initialisation(model: ModelParams) -> str:
+    """One line for a report: how the image encoder starts (ImageNet weights from a file, or from scratch)."""
+    if model.pretrained is None:
+        return ("encoder initialisation: random, trained from scratch (model.pretrained: null; the reference "
+                "fine-tunes ImageNet weights)")
+    return f"encoder initialisation: ImageNet weights from {model.pretrained}"
 
 
 def _check_fold_overrides(params: RunParams, lines: dict[tuple, int]) -> None:

@@ -67,6 +67,11 @@ class RawLayout:
         return self.root / "genesets"
 
     @property
+    def screen_genes(self) -> Path:
+        """The genes the specificity screen tests, one symbol per line (optional for real data)."""
+        return self.genesets / "screen_genes.txt"
+
+    @property
     def truth(self) -> Path:
         """Ground truth of a synthetic world (absent for real data)."""
         return self.root / "truth"

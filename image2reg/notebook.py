@@ -8,14 +8,17 @@ params file and the project's ``runs/``), so a user can step through any stage b
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 
+from image2reg.data.metadata import gene_overlap
 from image2reg.images.pipeline import illumination_files
-from image2reg.config import RunParams, StrictModel, load_params, params_path_for
+from image2reg.config import RunParams, StrictModel, load_params, params_path_for, resolve_pretrained
 from image2reg.layout import RunLayout, find_project_root
 from image2reg.stages import Stage, stage_by_name
 
@@ -78,6 +81,7 @@ def setup_stage(
     params = load_params(params_path or params_path_for(dataset, root))
     if params.dataset != dataset:
         raise ValueError(f"{params.source_path} is for dataset '{params.dataset}', not '{dataset}'")
+    params = resolve_pretrained(params, found.name)
     layout = RunLayout(
         dataset=dataset,
         runs_dir=Path(runs_dir) if runs_dir else root / "runs",
@@ -110,6 +114,29 @@ def impactful_genes(layout: RunLayout) -> list[str]:
     if not listed.is_file():
         raise FileNotFoundError(f"{listed} is missing: run the screen stage first")
     return listed.read_text().split()
+
+
+def reference_overlap(conditions: Iterable[str], reference: RunLayout) -> pd.DataFrame:
+    """How many of a reference run's impactful and interactome genes a second screen holds.
+
+    One row per gene list (``impactful``: stage 02's selection; ``interactome``: the genes with regulatory
+    embeddings of stage 06): ``list``, ``n_reference``, ``n_shared`` and the first ``missing`` genes;
+    a list the reference run has not written yet is shown as such.
+    """
+    lists = {"impactful (stage 02)": reference.stage_dir_of("screen") / "impactful_genes.txt",
+             "interactome (stage 06)": reference.stage_dir_of("regulatory") / "regulatory_embeddings.h5ad"}
+    rows = []
+    for name, path in lists.items():
+        if not path.is_file():
+            rows.append({"list": name, "n_reference": None, "n_shared": None,
+                         "missing": f"not yet written by dataset '{reference.dataset}' ({path})"})
+            continue
+        genes = (path.read_text().split() if path.suffix == ".txt"
+                 else ad.read_h5ad(path, backed="r").obs_names.astype(str).tolist())
+        overlap = gene_overlap(conditions, genes)
+        rows.append({"list": name, "n_reference": overlap["n_reference"], "n_shared": overlap["n_shared"],
+                     "missing": ", ".join(overlap["missing"][:15]) + (" ..." if len(overlap["missing"]) > 15 else "")})
+    return pd.DataFrame(rows)
 
 
 def ground_truth(layout: RunLayout) -> pd.DataFrame | None:

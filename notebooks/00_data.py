@@ -41,9 +41,13 @@ import pandas as pd
 from IPython.display import display
 
 from image2reg.data.cellpainting import GallerySource, download, plan_downloads
+from image2reg.data.cellpainting import read_image_table
+from image2reg.data.metadata import check_gene_list, condition_counts, inventory, read_gene_list
 from image2reg.data.raw import check_raw_inputs, raise_for_missing
 from image2reg.data.synthetic import CONTROL, read_world_info, synthesize_world
-from image2reg.notebook import setup_stage
+from image2reg.images.qc import outlier_fields
+from image2reg.layout import RunLayout
+from image2reg.notebook import reference_overlap, setup_stage
 from image2reg import plotting
 
 ctx = setup_stage("data", dataset, params_path, fold, runs_dir, reports_dir)
@@ -67,25 +71,39 @@ else:
         plan = plan_downloads(source, raw, subset=subset, source=GallerySource(endpoint_url=fetch.endpoint_url))
         print(plan.summary())
         download(plan, workers=fetch.workers)
-inputs = check_raw_inputs(raw, source)
+inputs = check_raw_inputs(raw, source, stages=ctx.params.stage_names())
 display(inputs)
 raise_for_missing(inputs, raw, source)
 
 # %% [markdown]
-# ## The screen: fields of view per plate and condition
+# ## The screen: what the metadata holds
+#
+# Fields, plates, conditions, controls, well roles and published QC flags of the image table, the
+# fields the outlier lists of the images params leave out, and, where there is one, the screen's gene
+# list (`genesets/screen_genes.txt`), each of whose genes must be a condition of the screen: stage 02
+# screens exactly these genes.
 
 # %%
-metadata = pd.read_csv(raw.image_metadata)
-per_condition = (metadata.groupby("Image_Metadata_GeneSymbol")
-                 .agg(wells=("Image_Metadata_Well", "nunique"), fields=("ImageNumber", "size"),
-                      nuclei=("Image_Count_Nuclei", "sum"),
-                      alleles=("Image_Metadata_AlleleDesc", lambda a: ", ".join(sorted(set(a.dropna().astype(str))))))
-                 .sort_values("nuclei", ascending=False))
-print(f"{len(metadata)} fields of view on {metadata['Image_Metadata_Plate'].nunique()} plates, "
-      f"{len(per_condition)} conditions, "
-      f"{int(metadata['Image_Metadata_QCFlag_isBlurry'].sum())} flagged blurry, "
-      f"{int(metadata['Image_Metadata_QCFlag_isSaturated'].sum())} flagged saturated")
+images = read_image_table(raw)
+images_params = ctx.params.stages.images
+outliers = (outlier_fields(images, images_params.qc.outlier_plates, images_params.qc.outlier_wells)
+            if images_params is not None else None)
+if raw.screen_genes.is_file():
+    listed = check_gene_list(read_gene_list(raw.screen_genes), images["Metadata_Gene"], raw.screen_genes)
+    print(f"{raw.screen_genes.name}: {len(listed)} genes to screen, all in the metadata")
+display(inventory(images, outliers=outliers).set_index("what"))
+per_condition = condition_counts(images)
 display(per_condition.head(12))
+
+# %% [markdown]
+# For a validation screen (JUMP), the genes it shares with the reference run: its impactful genes
+# (stage 02) and its interactome (stages 05–06), once that run has them.
+
+# %%
+validation = ctx.params.stages.validation
+if validation is not None and validation.reference is not None:
+    print(reference_overlap(images["Metadata_Gene"], RunLayout(validation.reference, ctx.layout.runs_dir,
+                                                               ctx.layout.reports_dir)).to_string(index=False))
 
 # %% [markdown]
 # ## Ground truth of the synthetic world
@@ -97,6 +115,7 @@ display(per_condition.head(12))
 # %%
 world = read_world_info(raw)
 if world is not None:
+    metadata = pd.read_csv(raw.image_metadata)  # the synthetic world's own Image_Metadata_* table
     display(pd.Series(world["summary"], name="synthetic world", dtype=object).to_frame())
     genes = pd.read_parquet(raw.truth / "genes.parquet")
     ppi = pd.read_parquet(raw.truth / "ppi_edges.parquet")

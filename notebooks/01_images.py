@@ -40,6 +40,7 @@ from image2reg import plotting
 from image2reg.data.cellpainting import read_image_table
 from image2reg.images import store
 from image2reg.images.illumination import read_illumination_function
+from image2reg.images.io import read_field
 from image2reg.images.pipeline import (corrected_field, evaluate_segmentation, field_inputs, illumination_path,
                                        overall_f1, preprocess_images, segmenter)
 from image2reg.notebook import setup_stage
@@ -110,10 +111,10 @@ if functions:
 
 # %%
 segment = segmenter(params)
-passing = qc[qc["QC_pass"]].sample(3, random_state=ctx.seed)
+passing = qc[qc["QC_pass"]].sample(min(3, int(qc["QC_pass"].sum())), random_state=ctx.seed)
 views, labels, masks = [], [], []
 for row in passing.itertuples():
-    image = tifffile.imread(row.image_path)
+    image = read_field(row.image_path)
     corrected = corrected_field(image, functions.get(str(row.Metadata_Plate)))
     mask_path = fields.set_index("image_path").get("mask_path", pd.Series(dtype=str)).get(row.image_path)
     views.append(corrected)

@@ -43,12 +43,15 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from image2reg import plotting
 from image2reg.cnn.profiles import nucleus_profiles
 from image2reg.cnn.screen import run_screen, screen_tasks, select_impactful, specificity_scores
+from image2reg.data.metadata import genes_to_screen
 from image2reg.images.pipeline import illumination_files
 from image2reg.layout import atomic_path, write_text_atomic
+from image2reg.config import encoder_initialisation
 from image2reg.notebook import setup_stage
 
 ctx = setup_stage("screen", dataset, params_path, fold, runs_dir, reports_dir)
 params = ctx.stage_params
+print(encoder_initialisation(params.model))
 images_dir, out = ctx.layout.stage_dir_of("images"), ctx.out_dir
 nuclei = pd.read_parquet(images_dir / "nuclei.parquet")
 illumination = (illumination_files(ctx.layout.raw, images_dir, ctx.params.stage("images"))
@@ -76,9 +79,13 @@ print(f"{profiles.shape[1]} features for {len(profiles)} nuclei")
 # screened; they are listed here.
 
 # %%
-# default: every perturbation, not the control constructs (Rohban's Luciferase, LacZ; JUMP's HcRed, ...)
-constructs = nuclei["Metadata_ControlType"].fillna("").astype(str) != ""
-genes = params.genes or sorted(set(nuclei.loc[~constructs, "Metadata_Gene"]) - {params.control})
+# params genes, else the raw gene list (screen_genes.txt), else every perturbation but the control constructs
+constructs = nuclei.loc[nuclei["Metadata_ControlType"].fillna("").astype(str) != "", "Metadata_Gene"]
+genes, without_nuclei = genes_to_screen(nuclei["Metadata_Gene"], constructs, ctx.layout.raw.screen_genes,
+                                        control=params.control)
+genes = params.genes or genes
+if without_nuclei:
+    print(f"listed genes without a nucleus after stage 01 (not screened): {', '.join(without_nuclei)}")
 tasks, skipped = screen_tasks(
     nuclei, genes, images_dir=images_dir, out_dir=out / "models", control=params.control,
     n_folds=params.n_folds or ctx.params.folds, n_inner=params.n_inner, seed=ctx.seed,

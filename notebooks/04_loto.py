@@ -42,10 +42,12 @@ from image2reg import plotting
 from image2reg.cnn.embed import gene_embeddings, loto_tasks, read_embeddings, run_embedding_tasks
 from image2reg.cnn.tasks import encoder_spec
 from image2reg.layout import atomic_path, write_text_atomic
+from image2reg.config import encoder_initialisation
 from image2reg.notebook import cnn_inputs, setup_stage
 
 ctx = setup_stage("loto", dataset, params_path, fold, runs_dir, reports_dir)
 params = ctx.stage_params
+print(encoder_initialisation(params.model))
 inputs = cnn_inputs(ctx)
 control, impactful, truth, out = inputs.control, inputs.impactful, inputs.truth, ctx.out_dir
 

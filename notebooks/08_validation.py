@@ -53,6 +53,7 @@ from image2reg.cnn.train import BEST_MODEL
 from image2reg.data.synthetic import latent, render_second_screen, second_screen_plan, world_shifts
 from image2reg.images.pipeline import illumination_files, prepare_illumination, preprocess_images
 from image2reg.layout import RunLayout, atomic_path, write_text_atomic
+from image2reg.config import encoder_initialisation
 from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, nearest_genes, oracle_summary,
                                 setup_stage)
 from image2reg.translation.evaluate import (model_fit_predict, paired_p_value, permutation_p_value, power_summary,
@@ -63,6 +64,7 @@ from image2reg.translation.transfer import (baseline_transfer_ranks, permutation
 
 ctx = setup_stage("validation", dataset, params_path, fold, runs_dir, reports_dir)
 params, out, layout = ctx.stage_params, ctx.out_dir, ctx.layout
+print(encoder_initialisation(params.model))
 control = ctx.params.stage("screen").control if "screen" in ctx.params.stage_names() else "EMPTY"
 reference = layout if params.reference is None else RunLayout(params.reference, layout.runs_dir, layout.reports_dir)
 impactful = impactful_genes(reference)

@@ -260,3 +260,59 @@ def test_scale_percentiles():
     both = scale_percentiles(torch.stack([field[0], field[0] // 2 + 7]), low=10, high=90)
     assert torch.allclose(both[0], both[1])  # per image: an affine change of intensity is undone
     assert torch.equal(scale_percentiles(torch.full((1, 1, 3, 3), 9.0)), torch.zeros(1, 1, 3, 3))
+
+
+def torchvision_resnet18_state(num_classes: int = 1000) -> dict[str, torch.Tensor]:
+    """A state dict with the keys and shapes of torchvision's ``resnet18-f37072fd.pth``, written out by hand
+    from torchvision's architecture (not from our model), with random values and no ``num_batches_tracked``."""
+    generator = torch.Generator().manual_seed(0)
+    state: dict[str, torch.Tensor] = {}
+
+    def conv(name, out_channels, in_channels, k):
+        state[f"{name}.weight"] = torch.randn(out_channels, in_channels, k, k, generator=generator) * 0.05
+
+    def bn(name, channels):
+        state[f"{name}.weight"] = torch.rand(channels, generator=generator) + 0.5
+        state[f"{name}.bias"] = torch.randn(channels, generator=generator) * 0.1
+        state[f"{name}.running_mean"] = torch.randn(channels, generator=generator) * 0.1
+        state[f"{name}.running_var"] = torch.rand(channels, generator=generator) + 0.5
+
+    conv("conv1", 64, 3, 7)
+    bn("bn1", 64)
+    in_channels = 64
+    for layer, channels in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            prefix = f"layer{layer}.{block}"
+            conv(f"{prefix}.conv1", channels, in_channels if block == 0 else channels, 3)
+            bn(f"{prefix}.bn1", channels)
+            conv(f"{prefix}.conv2", channels, channels, 3)
+            bn(f"{prefix}.bn2", channels)
+            if block == 0 and layer > 1:
+                conv(f"{prefix}.downsample.0", channels, in_channels, 1)
+                bn(f"{prefix}.downsample.1", channels)
+        in_channels = channels
+    state["fc.weight"] = torch.randn(num_classes, 512, generator=generator) * 0.01
+    state["fc.bias"] = torch.zeros(num_classes)
+    return state
+
+
+def test_torchvision_imagenet_key_names_load_into_our_resnet(tmp_path):
+    state = torchvision_resnet18_state()
+    assert len(state) == 102  # 20 convolutions, 20 BatchNorms x 4 tensors, fc weight and bias
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(state, path)
+    model = resnet18(num_classes=2)  # our classes, full width
+    load_pretrained(model, path)
+    own = model.state_dict()
+    for key, value in state.items():
+        if not key.startswith("fc."):
+            assert torch.equal(own[key], value), key
+    assert own["fc.weight"].shape == (2, 512)  # ImageNet's 1000-class head is not ours
+    grey = resnet18(in_channels=1, num_classes=2)
+    load_pretrained(grey, path)
+    assert torch.allclose(grey.state_dict()["conv1.weight"], state["conv1.weight"].sum(1, keepdim=True))
+    # files saved by newer torchvision carry num_batches_tracked too
+    with_counts = state | {key.replace("running_mean", "num_batches_tracked"): torch.tensor(0)
+                           for key in state if key.endswith("running_mean")}
+    torch.save(with_counts, path)
+    load_pretrained(resnet18(num_classes=2), path)

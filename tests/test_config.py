@@ -143,3 +143,42 @@ def test_fingerprint_tracks_stage_params_only(tmp_path):
     assert base.fingerprint("data") != changed.fingerprint("data")
     same = load_params(demo_with(tmp_path, "# The built-in demo world", "# a comment edit"))
     assert base.fingerprint("data") == same.fingerprint("data")
+
+
+def test_pretrained_weights_resolve_next_to_the_params_file_or_stop_before_training(tmp_path):
+    from image2reg.config import PretrainedWeightsError, encoder_initialisation, resolve_pretrained
+
+    params_dir = tmp_path / "params"
+    params_dir.mkdir()
+    text = (ROOT / "params" / "rohban.yml").read_text()
+    path = params_dir / "rohban.yml"
+    path.write_text(text)
+    params = load_params(path)
+    assert params.stages.screen.model.pretrained == "../weights/resnet18-f37072fd.pth"  # the reference setting
+    assert resolve_pretrained(params, "data") is params  # stages without an encoder are not concerned
+    with pytest.raises(PretrainedWeightsError) as error:
+        resolve_pretrained(params, "screen")
+    message = str(error.value)
+    assert "stages.screen.model.pretrained" in message and str(path) in message
+    assert str(tmp_path / "weights" / "resnet18-f37072fd.pth") in message
+    assert "download.pytorch.org/models/resnet18-f37072fd.pth" in message and "null" in message
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "resnet18-f37072fd.pth").write_bytes(b"weights")
+    resolved = resolve_pretrained(params, "screen")
+    assert resolved.stages.screen.model.pretrained == str(tmp_path / "weights" / "resnet18-f37072fd.pth")
+    assert resolved.stage("embeddings").model.pretrained == "../weights/resnet18-f37072fd.pth"  # only that stage
+    assert "ImageNet weights from" in encoder_initialisation(resolved.stages.screen.model)
+    scratch = load_params(write(tmp_path, text.replace("pretrained: ../weights/resnet18-f37072fd.pth",
+                                                       "pretrained: null")))
+    assert resolve_pretrained(scratch, "screen") is scratch
+    assert "from scratch" in encoder_initialisation(scratch.stages.screen.model)
+
+
+def test_setup_stage_stops_before_training_without_the_weights(tmp_path):
+    from image2reg.config import PretrainedWeightsError
+    from image2reg.notebook import setup_stage
+
+    path = tmp_path / "rohban.yml"
+    path.write_text((ROOT / "params" / "rohban.yml").read_text())
+    with pytest.raises(PretrainedWeightsError, match="stages.loto.model.pretrained"):
+        setup_stage("loto", "rohban", params_path=path, runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")

@@ -16,7 +16,9 @@ from image2reg.data.metadata import (
     GeneListError,
     attach_idr_file_names,
     check_gene_list,
+    condition_counts,
     gene_overlap,
+    genes_to_screen,
     inventory,
     jump_orf_wells,
     read_gene_list,
@@ -96,6 +98,10 @@ def test_the_rohban_inventory_reports_what_the_screen_holds(rohban):
     assert table["control eGFP fields"] == "432" and table["role Untreated fields"] == "1890"
     assert table["published isBlurry flags"] == "17" and table["published isSaturated flags"] == "247"
     assert table["outlier fields left out (params qc.outlier_*)"] == "3474"
+    counts = condition_counts(rohban)
+    assert counts.loc["EMPTY", "fields"] == 1_890 and counts.loc["EMPTY", "wells"] == 210
+    assert counts["fields"].sum() == len(rohban) and counts["plates"].max() == 6
+    assert counts.loc["BRAF", "alleles"] != ""
 
 
 def test_idr_screen_files_name_every_field_and_its_illumination_corrected_file(rohban):
@@ -227,3 +233,17 @@ def test_gene_lists_are_read_and_checked(tmp_path):
     path.write_text("# nothing\n")
     with pytest.raises(GeneListError, match="lists no gene"):
         read_gene_list(path)
+
+
+def test_the_gene_list_restricts_what_is_screened(tmp_path):
+    conditions = ["EMPTY", "BRAF", "TP53", "KRAS", "LacZ"]
+    everything, none_lost = genes_to_screen(conditions, ["LacZ"], None)
+    assert everything == ["BRAF", "KRAS", "TP53"] and none_lost == []  # no list: all but control and constructs
+    listed = tmp_path / "screen_genes.txt"
+    listed.write_text("TP53\nBRAF\nMYC\n")
+    genes, without_nuclei = genes_to_screen(conditions, ["LacZ"], listed)
+    assert genes == ["TP53", "BRAF"] and without_nuclei == ["MYC"]  # the list's order; KRAS is not screened
+    assert genes_to_screen(conditions, ["LacZ"], tmp_path / "absent.txt")[0] == everything
+    listed.write_text("TP53\nEMPTY\n")
+    with pytest.raises(GeneListError, match="lists the control 'EMPTY'"):
+        genes_to_screen(conditions, [], listed)

@@ -344,6 +344,24 @@ def test_missing_real_inputs_are_listed_with_their_source(tmp_path):
     assert not images["present"] and "unreadable image table" in images["what"]
 
 
+def test_only_inputs_of_the_configured_stages_are_required(tmp_path):
+    raw = RawLayout(tmp_path / "raw")
+    raw.image_metadata.parent.mkdir(parents=True)
+    pd.DataFrame({"Image_Metadata_Plate": [41744], "Image_Metadata_Well": ["b01"], "Image_Metadata_Site": [1],
+                  "Image_Metadata_GeneSymbol": ["EMPTY"], "Image_FileName_OrigHoechst": ["a.tif"]}
+                 ).to_csv(raw.image_metadata, index=False)
+    (raw.images / "41744").mkdir(parents=True)
+    (raw.images / "41744" / "a.tif").write_bytes(b"")
+    images_only = check_raw_inputs(raw, "jump", stages=["data", "images"])
+    assert images_only.set_index("key")["needed"].to_dict() == {
+        "image_metadata": True, "scrnaseq": False, "gene_ids": False, "bulk_expression": False,
+        "bulk_sample_info": False, "ppi": False, "genesets": False, "screen_genes": False, "images": True}
+    raise_for_missing(images_only, raw, "jump")  # the omics are absent, but no configured stage reads them
+    with pytest.raises(MissingRawInputsError, match="screen_genes") as error:
+        raise_for_missing(check_raw_inputs(raw, "jump", stages=["data", "images", "screen"]), raw, "jump")
+    assert "scrnaseq" not in str(error.value)
+
+
 def test_a_second_screen_keeps_first_screen_effects_and_draws_the_others_from_their_programs(world):
     genes = pd.read_parquet(world.truth / "genes.parquet")
     columns = [f"shift_{p}" for p in synthetic.PHENOTYPES]

@@ -136,6 +136,38 @@ def check_gene_list(genes: Sequence[str], conditions: Iterable[str], path: str |
     return list(genes)
 
 
+def genes_to_screen(conditions: Iterable[str], constructs: Iterable[str], gene_list: str | Path | None, *,
+                    control: str = NEGATIVE_CONTROL) -> tuple[list[str], list[str]]:
+    """The genes the specificity screen tests, and the listed ones without nuclei to test.
+
+    Parameters
+    ----------
+    conditions
+        The conditions that have nuclei (``Metadata_Gene`` of stage 01's nucleus table).
+    constructs
+        Conditions that are control constructs (Luciferase, LacZ, HcRed, ...), never screened by default.
+    gene_list
+        The screen's gene list (``raw/genesets/screen_genes.txt``); when the file exists only its genes
+        are screened, in its order. None or a missing file: every condition but the control and the
+        control constructs, sorted.
+    control
+        The negative control.
+
+    Returns
+    -------
+    genes, without_nuclei
+        The genes to screen; listed genes that have no nucleus (stage 00 checked that every listed gene
+        is in the metadata, so these lost all their fields in stage 01).
+    """
+    conditions = set(conditions)
+    if gene_list is None or not Path(gene_list).is_file():
+        return sorted(conditions - set(constructs) - {control}), []
+    listed = read_gene_list(gene_list)
+    if control in listed:
+        raise GeneListError(f"{gene_list} lists the control {control!r}: the list names the genes screened against it")
+    return [g for g in listed if g in conditions], [g for g in listed if g not in conditions]
+
+
 def gene_overlap(available: Iterable[str], reference: Iterable[str]) -> dict:
     """How many genes of a reference list a screen holds: ``n_reference``, ``n_shared``, ``missing`` (sorted)."""
     available, reference = set(available), list(dict.fromkeys(reference))
@@ -404,3 +436,11 @@ def inventory(images: pd.DataFrame, *, outliers: pd.Series | None = None,
         rows.append((f"dropped: {reason}", int(n)))
     return pd.DataFrame(rows, columns=["what", "value"]).astype({"value": str})
 
+
+def condition_counts(images: pd.DataFrame) -> pd.DataFrame:
+    """Plates, wells and fields of each condition, with its alleles (clones), most fields first."""
+    well = images["Metadata_Plate"].astype(str) + "/" + images["Metadata_Well"].astype(str)
+    return (images.assign(_well=well).groupby("Metadata_Gene")
+            .agg(plates=("Metadata_Plate", "nunique"), wells=("_well", "nunique"), fields=("_well", "size"),
+                 alleles=("Metadata_Allele", lambda a: ", ".join(sorted(set(a.dropna().astype(str))))))
+            .sort_values(["fields", "wells"], ascending=False, kind="stable"))

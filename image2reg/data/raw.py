@@ -6,6 +6,7 @@ an interactome, gene sets, the screened gene list); only file names and sources 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,20 @@ class RawInput:
     path: str  # relative to the raw folder
     what: str
     source: str
+
+    @property
+    def needed_by(self) -> tuple[str, ...]:
+        """The stages that read this input: it is required only when one of them is configured."""
+        return _NEEDED_BY.get(self.key, ("images",))
+
+
+_NEEDED_BY = {
+    "image_metadata": ("images",),
+    "scrnaseq": ("interactome",), "gene_ids": ("interactome",), "bulk_expression": ("interactome",),
+    "bulk_sample_info": ("interactome",), "ppi": ("interactome",),
+    "genesets": ("regulatory",),
+    "screen_genes": ("screen",),
+}
 
 
 _COMMON_OMICS = (
@@ -82,20 +97,32 @@ class MissingRawInputsError(FileNotFoundError):
     """Raw inputs of a dataset are missing; the message lists each one with its source."""
 
 
-def check_raw_inputs(raw: RawLayout, source: str) -> pd.DataFrame:
-    """One row per expected raw input: key, path, present, description and where to get it.
+def check_raw_inputs(raw: RawLayout, source: str, stages: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per expected raw input: key, path, present, needed, description and where to get it.
 
     For the image metadata, the images it names (``images/<plate>/<file>``) are checked too.
+
+    Parameters
+    ----------
+    raw
+        The raw folder.
+    source
+        The data source (``synthetic``, ``rohban``, ``jump``).
+    stages
+        The stages the params file configures: an input is ``needed`` when one of them reads it
+        (the expression data only when the interactome stage runs, ...). None: every input is needed.
     """
     if source not in RAW_INPUTS:
         raise KeyError(f"unknown data source '{source}' (known: {', '.join(RAW_INPUTS)})")
+    configured = None if stages is None else set(stages)
     rows = []
     for item in RAW_INPUTS[source]:
         path = raw.root / item.path
-        rows.append({"key": item.key, "path": str(path), "present": path.is_file(), "what": item.what,
-                     "source": item.source})
+        rows.append({"key": item.key, "path": str(path), "present": path.is_file(),
+                     "needed": configured is None or bool(configured & set(item.needed_by)),
+                     "what": item.what, "source": item.source})
     table = pd.DataFrame(rows)
-    table.loc[len(table)] = _check_images(raw)
+    table.loc[len(table)] = {**_check_images(raw), "needed": configured is None or "images" in configured}
     return table
 
 
@@ -116,8 +143,8 @@ def _check_images(raw: RawLayout) -> dict:
 
 
 def raise_for_missing(table: pd.DataFrame, raw: RawLayout, source: str) -> None:
-    """Raise :class:`MissingRawInputsError` listing every missing input of a :func:`check_raw_inputs` table."""
-    missing = table[~table["present"]]
+    """Raise :class:`MissingRawInputsError` listing every missing input that a configured stage needs."""
+    missing = table[~table["present"] & table.get("needed", True)]
     if not missing.empty:
         lines = [f"  - {row.key}: {row.path}\n      {row.what}; from: {row.source}" for row in missing.itertuples()]
         raise MissingRawInputsError(f"{len(missing)} raw input(s) of '{source}' missing under {raw.root}:\n"
