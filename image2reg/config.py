@@ -424,7 +424,9 @@ class TranslationStageParams(StrictModel):
     compare: list[Literal["ntk", "linear", "kernel_ridge", "si"]] = Field(
         default_factory=lambda: ["linear", "kernel_ridge", "si"], description="other models in the report")
     max_k: int = Field(default=50, ge=1, description="top-k curves up to this k")
-    auc_ks: list[int] = Field(default_factory=lambda: [20, 50], description="areas under the top-k curve reported")
+    auc_ks: list[int] = Field(default_factory=lambda: [20, 50],
+                              description="areas under the top-k curve reported (the mean of top-1..K, the reference's "
+                                          "JUMP scale; its Rohban notebooks' areas are these × K/(K+1))")
     selection_ks: list[int] = Field(default_factory=lambda: [20, 50], description="grid selection: the sum of "
                                                                                     "these areas")
     permutation_repeats: int = Field(default=1000, ge=0, description="shuffled image–gene pairings (0: skip)")

@@ -44,7 +44,7 @@ from IPython.display import display
 from image2reg import plotting
 from image2reg.data import expression, ppi
 from image2reg.network.enrichment import enrichment
-from image2reg.network.inference import IndexedNetwork, load_inputs, module_recovery, universe_edges
+from image2reg.network.inference import IndexedNetwork, load_inputs, module_recovery, universe_edges, universe_genes
 from image2reg.network.io import write_interactome
 from image2reg.network.pcst import beta_sweep, node_prizes, robustness, select_beta, spearman_edge_costs
 from image2reg.layout import write_text_atomic
@@ -103,7 +103,9 @@ if params.edge_cost == "spearman":
     costs = spearman_edge_costs(expression.dense_expression(inputs.single_cell[:, genes]), indexed.edges)
 else:
     costs = network["cost"].to_numpy()
-prizes = node_prizes(inputs.markers["log_fc"].reindex(genes), [t for t in targets if t in set(genes)])
+universe = sorted(universe_genes(inputs.ppi, [inputs.single_cell.var_names, inputs.markers.index]))
+prizes = node_prizes(inputs.markers["log_fc"].reindex(genes), [t for t in targets if t in set(genes)],
+                     universe_fold_change=inputs.markers["log_fc"].reindex(universe))
 prizes = prizes.reindex(genes).to_numpy()
 target_index = indexed.indices(targets)
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))

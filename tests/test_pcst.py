@@ -54,6 +54,13 @@ def test_node_prizes_are_absolute_fold_changes_with_targets_at_the_maximum():
     prizes = node_prizes(logfc, targets=["D", "T"])
     assert prizes.to_dict() == {"A": 3.0, "B": 1.5, "C": 0.0, "D": 3.0, "T": 3.0}
 
+    # the reference: the targets get the maximum of the whole universe's marker table, here of a gene
+    # ("Z") that pruning removed from the network; after min-max scaling the other genes sit lower
+    universe = pd.Series({"A": -3.0, "B": 1.5, "C": np.nan, "D": 0.5, "Z": 6.0})
+    prizes = node_prizes(logfc, targets=["D"], universe_fold_change=universe)
+    assert prizes.to_dict() == {"A": 3.0, "B": 1.5, "C": 0.0, "D": 6.0}
+    assert scale_prizes(prizes.to_numpy()).tolist() == [0.5, 0.25, 0.0, 1.0]
+
 
 def test_edge_costs_are_one_minus_absolute_spearman():
     rng = np.random.default_rng(0)

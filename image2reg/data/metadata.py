@@ -148,8 +148,8 @@ def genes_to_screen(conditions: Iterable[str], constructs: Iterable[str], gene_l
         Conditions that are control constructs (Luciferase, LacZ, HcRed, ...), never screened by default.
     gene_list
         The screen's gene list (``raw/genesets/screen_genes.txt``); when the file exists only its genes
-        are screened, in its order. None or a missing file: every condition but the control and the
-        control constructs, sorted.
+        are screened. None or a missing file: every condition but the control and the control
+        constructs. Either way sorted, so that a list in another order screens the same way.
     control
         The negative control.
 
@@ -165,7 +165,7 @@ def genes_to_screen(conditions: Iterable[str], constructs: Iterable[str], gene_l
     listed = read_gene_list(gene_list)
     if control in listed:
         raise GeneListError(f"{gene_list} lists the control {control!r}: the list names the genes screened against it")
-    return [g for g in listed if g in conditions], [g for g in listed if g not in conditions]
+    return sorted(g for g in listed if g in conditions), [g for g in listed if g not in conditions]
 
 
 def gene_overlap(available: Iterable[str], reference: Iterable[str]) -> dict:

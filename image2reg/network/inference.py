@@ -74,15 +74,21 @@ def load_single_cell(raw: RawLayout, source: str, params: InteractomeStageParams
                                              target_sum=single.target_sum)
 
 
+def universe_genes(edges: pd.DataFrame, gene_lists: Sequence[Sequence[str]]) -> set[str]:
+    """The genes of the PPI that are in every list: the reference's gene universe (FUCCI ∩ PPI ∩ CCLE)."""
+    genes = set(edges["gene1"]) | set(edges["gene2"])
+    for values in gene_lists:
+        genes &= set(values)
+    return genes
+
+
 def universe_edges(edges: pd.DataFrame, gene_lists: Sequence[Sequence[str]], targets: Sequence[str] = ()
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The PPI on the genes present in every list, then its largest component (method §5.1, step 2).
 
     Returns the edges and a table of the nodes, edges and ``targets`` covered after each step.
     """
-    genes = set(edges["gene1"]) | set(edges["gene2"])
-    for values in gene_lists:
-        genes &= set(values)
+    genes = universe_genes(edges, gene_lists)
     induced = ppi.restrict_to_genes(edges, genes)
     component = ppi.largest_component(induced)
     steps = [{"step": name, **ppi.summarize(table, targets)}

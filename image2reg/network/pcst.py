@@ -71,13 +71,20 @@ def spearman_edge_costs(expression: np.ndarray, edges: np.ndarray, chunk: int = 
     return costs
 
 
-def node_prizes(log_fold_change: pd.Series, targets: Sequence[str] = ()) -> pd.Series:
-    """Prizes of the reference: ``|logFC|``, every target set to the largest of them (method §5.1).
+def node_prizes(log_fold_change: pd.Series, targets: Sequence[str] = (),
+                universe_fold_change: pd.Series | None = None) -> pd.Series:
+    """Prizes of the reference: ``|logFC|``, every target set to the largest (method §5.1).
 
-    Targets absent from ``log_fold_change`` are added with the maximum; missing fold changes count 0.
+    The largest is taken over ``universe_fold_change`` when given: the reference computes its marker
+    table on the whole gene universe (FUCCI ∩ PPI ∩ CCLE, before confidence and hub pruning) and gives
+    the targets that table's maximum, which may belong to a gene the pruning removed
+    (``src/utils/notebooks/ppi/...``, the prize cell of the interactome notebook). Without it, the maximum
+    over ``log_fold_change`` itself. Targets absent from ``log_fold_change`` are added with the maximum;
+    missing fold changes count 0.
     """
     prizes = log_fold_change.abs().fillna(0.0).astype(np.float64)
-    top = float(prizes.max()) if len(prizes) else 1.0
+    pool = prizes if universe_fold_change is None else universe_fold_change.abs().dropna().astype(np.float64)
+    top = float(pool.max()) if len(pool) else 1.0
     for target in targets:
         prizes.loc[target] = top
     return prizes.rename("prize")

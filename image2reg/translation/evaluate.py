@@ -167,7 +167,16 @@ def topk_accuracy(ranks: np.ndarray | pd.Series | Sequence[int], max_k: int = 50
 
 
 def topk_auc(accuracy: np.ndarray, max_k: int) -> float:
-    """Area under the top-k curve up to ``max_k``: the mean of ``accuracy[:max_k]`` (k = 1 … ``max_k``)."""
+    """Area under the top-k curve up to ``max_k``: the mean of ``accuracy[:max_k]`` (k = 1 … ``max_k``).
+
+    This is the reference's JUMP definition (``np.sum(acc[k < max_k + 1]) / max_k``, in
+    ``notebooks/jump/translation/jump_translation_prediction_final.ipynb``), on a 0–1 scale where a
+    perfect ranking scores 1. The reference's Rohban notebooks summed the same ``max_k`` accuracies but
+    divided by ``max_k + 1`` (their ``auc_ks`` were 21 and 51, named "20nn_auc" and "50nn_auc"), so
+    their published Rohban areas are this value times ``max_k / (max_k + 1)``: the reference's 20-NN AUC
+    0.161 and 50-NN AUC 0.325 are 0.169 and 0.332 here (checked: 0.161172·21·39 and 0.325289·51·39
+    are whole numbers of hits over its 39 targets). Ties rank pessimistically here.
+    """
     accuracy = np.asarray(accuracy, dtype=np.float64)
     max_k = _check_k(max_k, "max_k")
     if accuracy.ndim != 1:
@@ -698,35 +707,44 @@ class _Grams:
             return np.argsort(distances, axis=1, kind="stable")
         return self._get(("order", normalize), make)
 
-    def neighbours(self, n: int, normalize: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Neighbour indices, their image stacks and the samples' pseudo-inverse weights."""
-        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            x_train, both = self.inputs(normalize)
+    def neighbours(self, n: int, normalize: bool, y_mean: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbour indices and the samples' pseudo-inverse weights, on the inputs with the mean label
+        appended when ``y_mean`` (the order is the same: a constant column moves no distance)."""
+        def make() -> tuple[np.ndarray, np.ndarray]:
+            n_train = len(self.task.x_train)
+            both = self.inputs(normalize)[1]
+            if y_mean:
+                mean = self.task.y_train.mean(axis=0)
+                both = np.hstack([both, np.broadcast_to(mean, (len(both), len(mean)))])
             neighbours = self.order(normalize)[:, :n]
-            stacks = x_train[neighbours]
-            weights = np.einsum("sd,snd->sn", both, np.linalg.pinv(stacks).transpose(0, 2, 1))
-            return neighbours, stacks, weights
-        return self._get(("neighbours", n, normalize), make)
+            weights = np.einsum("sd,snd->sn", both, np.linalg.pinv(both[:n_train][neighbours]).transpose(0, 2, 1))
+            return neighbours, weights
+        return self._get(("neighbours", n, normalize, y_mean), make)
 
-    def appended(self, kind: str, n: int, normalize: bool) -> np.ndarray:
+    def appended_genes(self, n: int, normalize: bool) -> np.ndarray:
         def make() -> np.ndarray:
-            neighbours, stacks, _ = self.neighbours(n, normalize)
-            values = stacks if kind == "images" else self.task.y_train[neighbours]
-            flat = values.reshape(len(values), -1)
+            neighbours = self.neighbours(n, normalize, False)[0]
+            flat = self.task.y_train[neighbours].reshape(len(neighbours), -1)
             return flat @ flat.T
-        return self._get(("appended", kind, n, normalize), make)
+        return self._get(("appended_genes", n, normalize), make)
 
     def gram(self, settings: InputSettings) -> np.ndarray:
         gram = self.base(settings.normalize_inputs).copy()
         if settings.use_y_train_mean:
             gram += self.y_mean_sq
-        if settings.n_neighbors > 0:
-            weights = self.neighbours(settings.n_neighbors, settings.normalize_inputs)[2]
-            encoded = fourier_encoding(weights, settings.n_encodings, settings.encoding, settings.sigma,
-                                       self.task.seed)
-            gram += encoded @ encoded.T
-            if settings.append_neighbors is not None:
-                gram += self.appended(settings.append_neighbors, settings.n_neighbors, settings.normalize_inputs)
+        if settings.n_neighbors == 0:
+            return gram
+        neighbours, weights = self.neighbours(settings.n_neighbors, settings.normalize_inputs,
+                                              settings.use_y_train_mean)
+        encoded = fourier_encoding(weights, settings.n_encodings, settings.encoding, settings.sigma, self.task.seed)
+        gram += encoded @ encoded.T
+        if settings.append_neighbors == "images":
+            # the neighbours' augmented rows: slot j adds the Gram of the j-th neighbours' augmented inputs
+            n_train = len(self.task.x_train)
+            train = gram[:n_train, :n_train]
+            gram += sum(train[np.ix_(neighbours[:, j], neighbours[:, j])] for j in range(neighbours.shape[1]))
+        elif settings.append_neighbors == "genes":
+            gram += self.appended_genes(settings.n_neighbors, settings.normalize_inputs)
         return gram
 
 

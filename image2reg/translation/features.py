@@ -5,13 +5,16 @@ Beyond the image embedding itself, a sample's input can carry:
 - ``use_y_train_mean``: the mean regulatory embedding of the training genes (the same vector for
   every sample);
 - ``n_neighbors = n > 0``: "relaxed synthetic-intervention coefficients": the sample written as a
-  combination of its ``n`` nearest training image embeddings, ``w = x · pinv(X_neighbours)`` (a
-  training sample is its own nearest neighbour), encoded with random Fourier features, either
+  combination of its ``n`` nearest training inputs, ``w = x · pinv(X_neighbours)`` (a training sample
+  is its own nearest neighbour), on the inputs as they stand at that point, the mean label included
+  when used (the reference's ``run_translation_demo.py``, lines 82–103), encoded with random Fourier
+  features, either
   positional (``cos/sin(2π σ^{j/m} w)``, ``j < m``, ``2·m·n`` values) or Gaussian
   (``cos/sin(2π w Bᵀ)``, ``B ~ N(0, σ²)`` of ``m × n``, ``2·m`` values), as the reference's ``rff``
   package does;
-- ``append_neighbors``: the flattened image (``"images"``) or regulatory (``"genes"``) embeddings of
-  those neighbours;
+- ``append_neighbors``: the flattened inputs (``"images"``: each neighbour's image embedding, mean
+  label and encoding, as the reference appends its augmented ``X_train`` rows) or regulatory
+  embeddings (``"genes"``) of those neighbours;
 - ``normalize_inputs``: image embeddings scaled to unit length first (the reference's JUMP option).
 
 The kernel of the translation only sees dot products and norms, so the order of the appended
@@ -89,19 +92,24 @@ def augment_inputs(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     if settings.normalize_inputs:
         x_train, x_test = unit_rows(x_train), unit_rows(x_test)
     both = np.vstack([x_train, x_test])
-    parts = [both]
     if settings.use_y_train_mean:
-        parts.append(np.broadcast_to(y_train.mean(axis=0), (len(both), y_train.shape[1])))
-    n = min(settings.n_neighbors, len(x_train))
-    if n > 0:
-        distances = ((both[:, None, :] - x_train[None, :, :]) ** 2).sum(axis=2)
-        neighbours = np.argsort(distances, axis=1, kind="stable")[:, :n]  # samples × n
-        stacks = x_train[neighbours]  # samples × n × d
-        weights = np.einsum("sd,snd->sn", both, np.linalg.pinv(stacks).transpose(0, 2, 1))
-        parts.append(fourier_encoding(weights, settings.n_encodings, settings.encoding, settings.sigma, seed))
-        if settings.append_neighbors == "images":
-            parts.append(stacks.reshape(len(both), -1))
-        elif settings.append_neighbors == "genes":
-            parts.append(y_train[neighbours].reshape(len(both), -1))
+        both = np.hstack([both, np.broadcast_to(y_train.mean(axis=0), (len(both), y_train.shape[1]))])
+    n_train = len(x_train)
+    n = min(settings.n_neighbors, n_train)
+    if n == 0:
+        return both[:n_train], both[n_train:]
+    # as the reference: neighbours and weights on the inputs so far (image embedding, and the mean label
+    # when used); a training sample is its own nearest neighbour, a test sample sees the training ones
+    train = both[:n_train]
+    distances = ((both[:, None, :] - train[None, :, :]) ** 2).sum(axis=2)
+    neighbours = np.argsort(distances, axis=1, kind="stable")[:, :n]  # samples × n
+    weights = np.einsum("sd,snd->sn", both, np.linalg.pinv(train[neighbours]).transpose(0, 2, 1))
+    augmented = np.hstack([both, fourier_encoding(weights, settings.n_encodings, settings.encoding, settings.sigma,
+                                                  seed)])
+    parts = [augmented]
+    if settings.append_neighbors == "images":  # the neighbours' augmented inputs, as the reference appends them
+        parts.append(augmented[:n_train][neighbours].reshape(len(both), -1))
+    elif settings.append_neighbors == "genes":
+        parts.append(y_train[neighbours].reshape(len(both), -1))
     features = np.hstack(parts)
-    return features[: len(x_train)], features[len(x_train):]
+    return features[:n_train], features[n_train:]
