@@ -132,7 +132,12 @@ class DataStageParams(StrictModel):
 # Stage 01: image preprocessing
 # --------------------------------------------------------------------------------------------
 class IlluminationParams(StrictModel):
-    """Illumination correction: a published function per plate, one estimated from the plate, or none."""
+    """Illumination correction: a published function per plate, one estimated from the plate, or none.
+
+    ``published`` uses the functions the image table names (the Gallery's ``<plate>_Illum<DNA>.npy``)
+    and estimates one for a plate that has none, with a warning: the reference corrected every field
+    with the screen's published correction.
+    """
 
     method: Literal["estimate", "published", "none"]
     max_fields_per_plate: int = Field(ge=1, description="fields (evenly spread) that the estimate averages")

@@ -41,8 +41,9 @@ from image2reg.data.cellpainting import read_image_table
 from image2reg.images import store
 from image2reg.images.illumination import read_illumination_function
 from image2reg.images.io import read_field
-from image2reg.images.pipeline import (corrected_field, evaluate_segmentation, field_inputs, illumination_path,
-                                       overall_f1, preprocess_images, segmenter)
+from image2reg.images.pipeline import (corrected_field, evaluate_segmentation, field_inputs,
+                                       illumination_table, overall_f1, prepare_illumination,
+                                       preprocess_images, segmenter)
 from image2reg.notebook import setup_stage
 
 ctx = setup_stage("images", dataset, params_path, fold, runs_dir, reports_dir)
@@ -91,13 +92,9 @@ if (raw.truth / "world.json").is_file():
 
 # %%
 plates = sorted(fields["Metadata_Plate"].astype(str).unique())
-functions = {}
-for plate in plates:
-    path = illumination_path(out, plate)
-    if params.illumination.method == "published":
-        path = fields.loc[fields["Metadata_Plate"].astype(str) == plate, "illumination_path"].iat[0]
-    if params.illumination.method != "none":
-        functions[plate] = read_illumination_function(path)
+used = prepare_illumination(fields, out, params, progress_bar=False)  # what stage 01 corrected with
+functions = {plate: read_illumination_function(path) for plate, path in used.items() if path is not None}
+display(illumination_table(used, out))
 known = {plate: tifffile.imread(raw.truth / "illumination" / f"{plate}.tif") for plate in functions
          if (raw.truth / "illumination" / f"{plate}.tif").is_file()}
 if functions:
@@ -134,9 +131,7 @@ plt.show()
 if (raw.truth / "world.json").is_file() and params.segmentation.method != "masks":
     scored = qc[qc["QC_pass"]].sample(min(150, int(qc["QC_pass"].sum())), random_state=ctx.seed)
     truth_paths = [raw.masks / str(p) / f.rsplit("/", 1)[-1] for p, f in zip(scored["Metadata_Plate"], scored["image_path"])]
-    illumination = {plate: str(illumination_path(out, plate)) if params.illumination.method == "estimate" else None
-                    for plate in plates}
-    scores = evaluate_segmentation(scored, truth_paths, illumination, params)
+    scores = evaluate_segmentation(scored, truth_paths, used, params)
     print(f"segmentation F1 at IoU 0.5 over {len(scores)} fields: {overall_f1(scores):.3f} "
           f"(precision {scores['tp'].sum() / max(scores['tp'].sum() + scores['fp'].sum(), 1):.3f}, "
           f"recall {scores['tp'].sum() / max(scores['tp'].sum() + scores['fn'].sum(), 1):.3f}, "

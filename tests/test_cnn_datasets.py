@@ -251,3 +251,22 @@ def test_bad_requests_are_refused(nuclei, split_table, stage01):
                        regions=None, fold=0)
     with pytest.raises(KeyError, match="no illumination entry"):
         RegionCutter({"a.tif": "p1"}, {}, size=8)
+
+
+def test_windowed_order_reads_fields_in_windows_and_mixes_less_than_a_free_shuffle():
+    from image2reg.cnn.datasets import batch_mixing, windowed_order
+
+    field_codes = np.repeat(np.arange(40), 10)
+    labels = np.repeat(np.arange(40) % 4, 10)
+    order = windowed_order(field_codes, 4, np.random.default_rng(0))
+    assert sorted(order) == list(range(400))  # a permutation
+    windows = field_codes[order].reshape(10, 40)  # 10 windows of 4 fields x 10 nuclei
+    assert all(len(np.unique(window)) == 4 for window in windows)
+    assert len(np.unique(windows)) == 40 and len({frozenset(w) for w in windows}) == 10  # each field in one window
+    windowed = batch_mixing(order, field_codes, labels, 20)
+    free = batch_mixing(np.random.default_rng(0).permutation(400), field_codes, labels, 20)
+    assert windowed["fields_per_batch"] <= 4 < free["fields_per_batch"]
+    assert batch_mixing(np.arange(400), field_codes, labels, 20) == {"fields_per_batch": 2.0,
+                                                                     "conditions_per_batch": 2.0}
+    with pytest.raises(ValueError, match="no full batch"):
+        batch_mixing(np.arange(5), field_codes[:5], labels[:5], 20)

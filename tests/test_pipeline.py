@@ -158,3 +158,32 @@ def test_dask_backend_gives_the_same_results(fields, processed, tmp_path):
             pd.testing.assert_frame_equal(ours.drop(columns="image_path"), reference.drop(columns="image_path"))
         else:
             np.testing.assert_array_equal(ours, reference)
+
+
+def test_published_illumination_falls_back_to_an_estimate_for_plates_without_one(fields, tmp_path, caplog):
+    import tifffile
+
+    from image2reg.config import IlluminationParams
+
+    fields = fields.assign(Metadata_Plate=np.where(np.arange(len(fields)) % 2 == 0, "P1", "P2"))  # two plates
+    plates = ["P1", "P2"]
+    published = tmp_path / "published.tif"
+    shape = pipeline.read_field(fields["image_path"].iat[0]).shape
+    tifffile.imwrite(published, np.full(shape, 1.0, np.float32))
+    with_function = fields.assign(illumination_path=np.where(fields["Metadata_Plate"].astype(str) == plates[0],
+                                                             str(published), None))
+    base = stage_params()
+    params = base.model_copy(update={"illumination": IlluminationParams(
+        method="published", max_fields_per_plate=base.illumination.max_fields_per_plate,
+        downsample=base.illumination.downsample)})
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="image2reg"):
+        used = pipeline.prepare_illumination(with_function, out, params, progress_bar=False)
+    assert used[plates[0]] == str(published)
+    table = pipeline.illumination_table(used, out)
+    assert table.loc[plates[0], "kind"] == "published"
+    assert Path(used["P2"]).is_file() and table.loc["P2", "kind"] == "estimated"
+    assert "no published illumination function for 1 of 2 plates (P2)" in caplog.text
+    # no function named at all: every plate is estimated, nothing is an error
+    everything = pipeline.prepare_illumination(fields, tmp_path / "out2", params, progress_bar=False)
+    assert set(pipeline.illumination_table(everything, tmp_path / "out2")["kind"]) == {"estimated"}

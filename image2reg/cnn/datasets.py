@@ -318,13 +318,7 @@ class NucleusBatches:
         rng = np.random.default_rng([self.seed, epoch])
         if self.regions is None:
             return rng.permutation(n)
-        by_field = np.argsort(self._field_codes, kind="stable")
-        bounds = np.flatnonzero(np.diff(self._field_codes[by_field])) + 1
-        fields = np.split(by_field, bounds) if n else []
-        shuffled = [fields[k] for k in rng.permutation(len(fields))]
-        windows = [np.concatenate(shuffled[start:start + self.window_fields])
-                   for start in range(0, len(shuffled), self.window_fields)]
-        return np.concatenate([rng.permutation(window) for window in windows]) if windows else np.arange(0)
+        return windowed_order(self._field_codes, self.window_fields, rng)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         order = torch.from_numpy(self.order(self.epoch))
@@ -337,6 +331,53 @@ class NucleusBatches:
             if self.regions is not None:
                 batch["region"] = self.regions.cut(self.rows.iloc[positions.numpy()])
             yield batch
+
+
+def windowed_order(field_codes: np.ndarray, window_fields: int, rng: np.random.Generator) -> np.ndarray:
+    """A training order that reads each field once: fields shuffled, cut into windows of ``window_fields``
+    fields, nuclei shuffled within each window (see :class:`NucleusBatches`).
+
+    Parameters
+    ----------
+    field_codes
+        One integer per nucleus: its field.
+    window_fields
+        Fields per window.
+    rng
+        The epoch's generator.
+
+    Returns
+    -------
+    numpy.ndarray
+        A permutation of ``0 … len(field_codes) - 1``.
+    """
+    field_codes = np.asarray(field_codes)
+    if not len(field_codes):
+        return np.arange(0)
+    by_field = np.argsort(field_codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(field_codes[by_field])) + 1
+    fields = np.split(by_field, bounds)
+    shuffled = [fields[k] for k in rng.permutation(len(fields))]
+    windows = [np.concatenate(shuffled[start:start + window_fields]) for start in range(0, len(shuffled), window_fields)]
+    return np.concatenate([rng.permutation(window) for window in windows])
+
+
+def batch_mixing(order: np.ndarray, field_codes: np.ndarray, labels: np.ndarray, batch_size: int) -> dict[str, float]:
+    """How much the batches of an order mix: mean distinct fields and conditions per full batch.
+
+    Measures what the windowed order of the region branch costs against the reference's free shuffle
+    (:func:`windowed_order`; batch-norm statistics and gradients see fewer fields and conditions per
+    batch when batches draw from a window).
+    """
+    order = np.asarray(order)
+    n_batches = len(order) // batch_size
+    if n_batches == 0:
+        raise ValueError(f"{len(order)} nuclei make no full batch of {batch_size}")
+    batches = order[: n_batches * batch_size].reshape(n_batches, batch_size)
+    fields = np.asarray(field_codes)[batches]
+    conditions = np.asarray(labels)[batches]
+    return {"fields_per_batch": float(np.mean([len(np.unique(row)) for row in fields])),
+            "conditions_per_batch": float(np.mean([len(np.unique(row)) for row in conditions]))}
 
 
 def _select(split_table: pd.DataFrame, split_name: str, fold: int | None) -> pd.DataFrame:

@@ -190,11 +190,12 @@ def fit_and_predict(
     if "region" in encoder.branches:
         used = nuclei.loc[splits.index.unique()]
         regions = RegionCutter(dict(zip(used[FIELD], used[PLATE].astype(str))), dict(encoder.illumination),
-                               encoder.region_size)
+                               encoder.region_size, cache_fields=2 * training.region_window_fields)
 
     def batches(split: str, shuffle: bool) -> NucleusBatches:
         return NucleusBatches(nuclei, splits, split, folder=images_dir, batch_size=training.batch_size,
-                              shuffle=shuffle, seed=training.seed, regions=regions, fold=fold)
+                              shuffle=shuffle, seed=training.seed, regions=regions, fold=fold,
+                              window_fields=training.region_window_fields if regions is not None else None)
 
     train, val = batches(TRAIN, True), batches(VAL, False)
     torch.manual_seed(training.seed)  # the model's initialisation

@@ -82,6 +82,11 @@ class TrainingParams(BaseModel):
     mixed_precision: bool = Field(default=True, description="CUDA only: bf16 autocast (fp16 + loss scaling "
                                                             "on GPUs without bf16)")
     channels_last: bool = Field(default=True, description="CUDA only: channels-last memory format")
+    region_window_fields: int = Field(
+        default=32, ge=1, description="region branch: fields per shuffling window (the field cache holds twice as "
+                                      "many). Batches mix fewer fields and conditions than the reference's free "
+                                      "shuffle: 0.72 of its conditions per batch at 32 (batch 32), 0.90 at 128 "
+                                      "(batch 64), on a Rohban-sized split (benchmarks/batch_mixing.py)")
 
 
 @dataclass

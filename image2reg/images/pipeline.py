@@ -95,19 +95,32 @@ def _estimate_plate(task: tuple[str, list[str], str, ImagesStageParams]) -> str:
 
 def prepare_illumination(fields: pd.DataFrame, out_dir: Path, params: ImagesStageParams,
                          progress_bar: bool = True) -> dict[str, str | None]:
-    """The illumination function of every plate: estimated (and saved), published, or none."""
+    """The illumination function of every plate: published, estimated (and saved), or none.
+
+    With method ``published`` a plate uses the function its image table names (``illumination_path``,
+    as the Gallery's LoadData tables give it); a plate without one, or whose file is missing, falls
+    back to a function estimated from its own fields, with a warning naming the plates. Estimated
+    functions are saved under ``out_dir/illumination/`` and reused by a rerun.
+    """
     method = params.illumination.method
     plates = sorted(fields["Metadata_Plate"].astype(str).unique())
     if method == "none":
         return {plate: None for plate in plates}
+    functions: dict[str, str | None] = {}
     if method == "published":
-        if "illumination_path" not in fields:
-            raise KeyError("illumination method 'published' needs an 'illumination_path' column in the image table")
-        first = fields.groupby(fields["Metadata_Plate"].astype(str))["illumination_path"].first()
-        return {plate: str(first[plate]) for plate in plates}
+        named = (fields.dropna(subset=["illumination_path"]).groupby(fields["Metadata_Plate"].astype(str))
+                 ["illumination_path"].first() if "illumination_path" in fields else pd.Series(dtype=object))
+        functions = {plate: str(named[plate]) for plate in plates if plate in named and Path(named[plate]).is_file()}
+        fallback = [plate for plate in plates if plate not in functions]
+        if fallback:
+            logger.warning("no published illumination function for %d of %d plates (%s): estimated from their "
+                           "fields instead", len(fallback), len(plates), ", ".join(fallback[:10]))
     tasks = []
     for plate in plates:
+        if plate in functions:
+            continue
         target = illumination_path(out_dir, plate)
+        functions[plate] = str(target)
         if target.is_file():
             continue
         paths = fields.loc[fields["Metadata_Plate"].astype(str) == plate, "image_path"].to_numpy()
@@ -117,7 +130,16 @@ def prepare_illumination(fields: pd.DataFrame, out_dir: Path, params: ImagesStag
     for _ in map_tasks(_estimate_plate, tasks, params.execution, progress_bar=progress_bar,
                        desc="illumination", unit="plate"):
         pass
-    return {plate: str(illumination_path(out_dir, plate)) for plate in plates}
+    return {plate: functions[plate] for plate in plates}
+
+
+def illumination_table(functions: dict[str, str | None], out_dir: Path) -> pd.DataFrame:
+    """One row per plate: the illumination function it was corrected with and whether it was ``published``,
+    ``estimated`` (by stage 01, under ``out_dir/illumination/``) or ``none``."""
+    estimated = (Path(out_dir) / "illumination").resolve()
+    kinds = {plate: "none" if path is None else "estimated" if Path(path).resolve().parent == estimated else "published"
+             for plate, path in functions.items()}
+    return pd.DataFrame({"function": pd.Series(functions, dtype=object), "kind": pd.Series(kinds)}).rename_axis("plate")
 
 
 def process_field(image: np.ndarray, illumination: np.ndarray | None,
