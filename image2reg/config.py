@@ -108,6 +108,10 @@ class DownloadParams(StrictModel):
     max_fields: int | None = Field(default=None, ge=1, description="at most this many fields, spread over conditions")
     workers: int = Field(default=8, ge=1, description="parallel downloads")
     endpoint_url: str | None = Field(default=None, description="an S3-compatible server instead of AWS")
+    metadata: str | None = Field(
+        default=None, description="rohban: the reference's per-image table (metadata_image_data.csv, relative to "
+                                  "the params file's folder) to plan from; null: the gallery's LoadData tables and "
+                                  "platemaps")
 
 
 class DataStageParams(StrictModel):
@@ -125,6 +129,9 @@ class DataStageParams(StrictModel):
             raise ValueError(f"a 'synthetic' block is only used with source 'synthetic', not '{self.source}'")
         if self.source == "synthetic" and self.download is not None:
             raise ValueError("a 'download' block is only used with source 'rohban' or 'jump'")
+        if self.download is not None and self.download.metadata is not None and self.source != "rohban":
+            raise ValueError("download.metadata (the reference's per-image table) is for source 'rohban'; "
+                             f"'{self.source}' plans from the gallery's LoadData tables")
         return self
 
 
@@ -742,10 +749,7 @@ def resolve_pretrained(params: RunParams, stage: str) -> RunParams:
     model = getattr(block, "model", None)
     if not isinstance(model, ModelParams) or model.pretrained is None:
         return params  # no image encoder (translation's ``model`` names its regression)
-    path = Path(model.pretrained).expanduser()
-    if not path.is_absolute():
-        path = (params.source_path.parent if params.source_path else Path.cwd()) / path
-    path = path.resolve()
+    path = params_relative(params, model.pretrained)
     if not path.is_file():
         raise PretrainedWeightsError(
             f"{params._where()}: stages.{stage}.model.pretrained names {model.pretrained}, but {path} does not exist. "
@@ -753,6 +757,14 @@ def resolve_pretrained(params: RunParams, stage: str) -> RunParams:
             f"stages.{stage}.model.pretrained: null to train the encoder from scratch (not the reference's setting)")
     resolved = block.model_copy(update={"model": model.model_copy(update={"pretrained": str(path)})})
     return params.model_copy(update={"stages": params.stages.model_copy(update={stage: resolved})})
+
+
+def params_relative(params: RunParams, value: str) -> Path:
+    """A path given in a params file: absolute, or relative to the params file's folder."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = (params.source_path.parent if params.source_path else Path.cwd()) / path
+    return path.resolve()
 
 
 def encoder_initialisation(model: ModelParams) -> str:

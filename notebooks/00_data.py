@@ -42,7 +42,8 @@ from IPython.display import display
 
 from image2reg.data.cellpainting import GallerySource, download, plan_downloads
 from image2reg.data.cellpainting import read_image_table
-from image2reg.data.metadata import check_gene_list, condition_counts, inventory, read_gene_list
+from image2reg.config import params_relative
+from image2reg.data.metadata import check_gene_list, condition_counts, inventory, read_gene_list, read_rohban_metadata
 from image2reg.data.raw import check_raw_inputs, raise_for_missing
 from image2reg.data.synthetic import CONTROL, read_world_info, synthesize_world
 from image2reg.images.qc import outlier_fields
@@ -68,7 +69,10 @@ else:
     if fetch is not None:
         subset = {key: value for key, value in
                   {"plates": fetch.plates, "genes": fetch.genes, "max_fields": fetch.max_fields}.items() if value}
-        plan = plan_downloads(source, raw, subset=subset, source=GallerySource(endpoint_url=fetch.endpoint_url))
+        fields = (read_rohban_metadata(params_relative(ctx.params, fetch.metadata))
+                  if source == "rohban" and fetch.metadata else None)
+        plan = plan_downloads(source, raw, subset=subset, source=GallerySource(endpoint_url=fetch.endpoint_url),
+                              fields=fields)
         print(plan.summary())
         download(plan, workers=fetch.workers)
 inputs = check_raw_inputs(raw, source, stages=ctx.params.stage_names())

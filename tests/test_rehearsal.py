@@ -16,6 +16,10 @@ jump-cellpainting/datasets, file names, key layout, the image bytes) is the publ
 
 ``python runbook.py --params <rehearsal params>`` then plans, downloads, checks, corrects, segments,
 filters and crops, and the stage 01 report shows the real field with its segmentation outlined.
+A second rehearsal plans Rohban from the reference's real per-image table (``metadata_image_data.csv``)
+with its real file names under the cpg0017 key layout; the bytes of each field are the real JUMP U2OS
+Hoechst field above, as no Rohban image is among the real files at hand.
+
 Skipped when ``../shared`` (the real files) or moto is absent.
 """
 
@@ -71,23 +75,33 @@ def gallery_objects() -> dict[str, bytes]:
     return objects
 
 
+def put(endpoint: str, key: str, data: bytes) -> None:
+    # public-read, as in the gallery: moto refuses anonymous reads of private objects
+    response = urllib3.request("PUT", f"{endpoint}/{BUCKET}/{quote(key)}", body=data,
+                               headers={"x-amz-acl": "public-read"})
+    assert response.status == 200, response.data
+
+
 @pytest.fixture(scope="module")
-def moto_gallery():
+def moto_endpoint():
     moto_server = pytest.importorskip("moto.server")
-    objects = gallery_objects()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     try:
         assert urllib3.request("PUT", f"{endpoint}/{BUCKET}", headers={"x-amz-acl": "public-read"}).status == 200
-        for key, data in objects.items():
-            response = urllib3.request("PUT", f"{endpoint}/{BUCKET}/{quote(key)}", body=data,
-                                       headers={"x-amz-acl": "public-read"})
-            assert response.status == 200, response.data
-        yield endpoint, objects
+        yield endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto_gallery(moto_endpoint):
+    objects = gallery_objects()
+    for key, data in objects.items():
+        put(moto_endpoint, key, data)
+    return moto_endpoint, objects
 
 
 def rehearsal_params(endpoint: str) -> dict:
@@ -101,20 +115,24 @@ def rehearsal_params(endpoint: str) -> dict:
             "stages": {"data": data, "images": images}}
 
 
-def test_the_real_jump_path_runs_through_stages_00_and_01(moto_gallery, tmp_path):
-    endpoint, objects = moto_gallery
-    params = tmp_path / "rehearsal_jump.yml"
-    params.write_text(yaml.safe_dump(rehearsal_params(endpoint), sort_keys=False))
+def run_rehearsal(params_dict: dict, tmp_path: Path) -> tuple[Path, Path]:
+    params = tmp_path / f"{params_dict['dataset']}.yml"
+    params.write_text(yaml.safe_dump(params_dict, sort_keys=False))
     runs, reports = tmp_path / "runs", tmp_path / "reports"
-    raw = RawLayout(runs / "rehearsal_jump" / "raw")
-    (raw.root / "metadata" / "jump").mkdir(parents=True)
-    for name in ("well", "plate", "orf"):  # the jump-cellpainting/datasets tables a user downloads once
-        shutil.copy(real_file(f"jump_datasets/metadata/{name}.csv.gz"), raw.root / "metadata" / "jump")
-
     result = subprocess.run([sys.executable, str(REPO / "runbook.py"), "--params", str(params), "--runs-dir", str(runs),
                              "--reports-dir", str(reports), "--no-html"],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return runs / params_dict["dataset"], reports / params_dict["dataset"]
+
+
+def test_the_real_jump_path_runs_through_stages_00_and_01(moto_gallery, tmp_path):
+    endpoint, objects = moto_gallery
+    raw = RawLayout(tmp_path / "runs" / "rehearsal_jump" / "raw")
+    (raw.root / "metadata" / "jump").mkdir(parents=True)
+    for name in ("well", "plate", "orf"):  # the jump-cellpainting/datasets tables a user downloads once
+        shutil.copy(real_file(f"jump_datasets/metadata/{name}.csv.gz"), raw.root / "metadata" / "jump")
+    run, reports = run_rehearsal(rehearsal_params(endpoint), tmp_path)
 
     # downloaded: the real bytes, under the layout the image table names
     images = read_image_table(raw)
@@ -125,7 +143,7 @@ def test_the_real_jump_path_runs_through_stages_00_and_01(moto_gallery, tmp_path
     assert (raw.root / images["Metadata_IllumPathName"].iat[0]).is_file()
 
     # stage 01: corrected with the published function, segmented, filtered, cropped
-    out = runs / "rehearsal_jump" / "01_images"
+    out = run / "01_images"
     qc = pd.read_parquet(out / "images.parquet")
     assert qc["error"].eq("").all() and len(qc) == 2
     assert qc["saturation_value"].eq(65535).all()
@@ -135,12 +153,56 @@ def test_the_real_jump_path_runs_through_stages_00_and_01(moto_gallery, tmp_path
     assert nuclei["Metadata_Gene"].eq("TMEM17").all()
 
     # the reports: stage 00's inventory, stage 01's segmentation overlay of the real field
-    data_report = json.loads((reports / "rehearsal_jump" / "00_data.ipynb").read_text())
+    data_report = json.loads((reports / "00_data.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) + json.dumps(o.get("data", {})) for c in data_report["cells"]
                    for o in c.get("outputs", []))
     assert "fields of view" in text and "TMEM17" in text
-    report = json.loads((reports / "rehearsal_jump" / "01_images.ipynb").read_text())
+    report = json.loads((reports / "01_images.ipynb").read_text())
     cells = report["cells"]
     heading = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "## Segmentation" in "".join(c["source"]))
     overlay = next(c for c in cells[heading + 1:] if c["cell_type"] == "code")
     assert any("image/png" in o.get("data", {}) for o in overlay["outputs"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Rohban: the reference's per-image table, the cpg0017 layout
+# ---------------------------------------------------------------------------------------------
+ROHBAN_METADATA = "image2reg/data/images/metadata/metadata_image_data.csv"
+ROHBAN_GENE = "BRAF"
+
+
+def test_the_real_rohban_metadata_plans_downloads_and_runs_through_stage_01(moto_endpoint, tmp_path):
+    from image2reg.data.cellpainting import ROHBAN, ROHBAN_BATCH, select_fields
+    from image2reg.data.metadata import read_rohban_metadata
+
+    metadata = real_file(ROHBAN_METADATA)
+    table = read_rohban_metadata(metadata)
+    table = table[table["Metadata_Plate"] == "41744"]
+    planned = select_fields(table, genes=[ROHBAN_GENE], max_fields=4)  # what the plan below will choose
+    field = real_file(DNA_FIELD).read_bytes()  # a real U2OS Hoechst field stands in for each Rohban field
+    for name in planned["Metadata_FileName"]:
+        put(moto_endpoint, f"{ROHBAN.images_prefix(ROHBAN_BATCH, '41744')}/{name}", field)
+
+    rohban = yaml.safe_load((REPO / "params" / "rohban.yml").read_text())
+    data = rohban["stages"]["data"]
+    data["download"] = {"plates": ["41744"], "genes": [ROHBAN_GENE], "max_fields": 4, "workers": 2,
+                        "endpoint_url": moto_endpoint, "metadata": str(metadata)}
+    images = rohban["stages"]["images"]
+    images["execution"] = {"backend": "processes", "workers": 1}
+    run, reports = run_rehearsal({"dataset": "rehearsal_rohban", "seed": 1, "folds": 4,
+                                  "stages": {"data": data, "images": images}}, tmp_path)
+
+    raw = RawLayout(run / "raw")
+    fetched = read_image_table(raw)
+    assert len(fetched) == 4 and set(fetched["Metadata_Gene"]) == {ROHBAN_GENE, "EMPTY"}
+    assert fetched["Metadata_FileName"].tolist() == planned.sort_values(
+        ["Metadata_Plate", "Metadata_Well", "Metadata_Site"])["Metadata_FileName"].tolist()
+    assert {"Metadata_QCFlag_isBlurry", "Metadata_ASSAY_WELL_ROLE", "Metadata_Batch"} <= set(fetched.columns)
+    qc = pd.read_parquet(run / "01_images" / "images.parquet")
+    assert qc["error"].eq("").all() and len(qc) == 4
+    nuclei = pd.read_parquet(run / "01_images" / "nuclei.parquet")
+    assert set(nuclei["Metadata_Gene"]) == {ROHBAN_GENE, "EMPTY"} and len(nuclei) > 4 * 80
+    report = json.loads((reports / "01_images.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) + json.dumps(o.get("data", {})) for c in report["cells"]
+                   for o in c.get("outputs", []))
+    assert "estimated" in text  # the reference table names no illumination function: estimated per plate

@@ -683,7 +683,7 @@ class DownloadPlan:
 
 def plan_downloads(dataset: str, raw: RawLayout, *, subset: Mapping[str, Any] | None = None,
                    source: GallerySource | None = None, jump_metadata: str | Path | None = None,
-                   progress_bar: bool = True) -> DownloadPlan:
+                   fields: pd.DataFrame | None = None, progress_bar: bool = True) -> DownloadPlan:
     """List the DNA images (and illumination functions) of a screen to fetch, with sizes and destinations.
 
     Parameters
@@ -701,6 +701,11 @@ def plan_downloads(dataset: str, raw: RawLayout, *, subset: Mapping[str, Any] | 
     jump_metadata
         Folder with ``well.csv.gz``, ``plate.csv.gz`` and ``orf.csv.gz`` of jump-cellpainting/datasets
         (default: ``raw/metadata/jump``); JUMP only.
+    fields
+        Rohban only: a normalised image table to plan from instead of the gallery's LoadData tables and
+        platemaps, e.g. the reference's per-image table read by
+        :func:`image2reg.data.metadata.read_rohban_metadata` (its images are found by file name under
+        each plate's folder; it names no illumination functions).
     progress_bar
         Show a progress bar over plates.
 
@@ -724,7 +729,14 @@ def plan_downloads(dataset: str, raw: RawLayout, *, subset: Mapping[str, Any] | 
     gallery = DATASETS[dataset]
     source.check(gallery.prefix + "/")
 
-    if metadata is None:
+    if fields is not None and dataset != "rohban":
+        raise ValueError("a table of fields to plan from is for the rohban dataset; JUMP plans from its LoadData tables")
+    if fields is not None:
+        chosen = _choose_plates(plates_wanted, sorted(fields["Metadata_Plate"].astype(str).unique()), "rohban")
+        images = fields[fields["Metadata_Plate"].astype(str).isin(chosen)].copy()
+        if "Metadata_Batch" not in images:
+            images.insert(images.columns.get_loc("Metadata_PathName") + 1, "Metadata_Batch", ROHBAN_BATCH)
+    elif metadata is None:
         images = _plan_rohban(source, plates_wanted, progress_bar)
     else:
         images = _plan_jump(source, metadata, plates_wanted, genes_wanted, progress_bar)
