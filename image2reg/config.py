@@ -120,6 +120,10 @@ class DataStageParams(StrictModel):
     source: Literal["synthetic", "rohban", "jump"]
     synthetic: SyntheticParams | None = None
     download: DownloadParams | None = None
+    reference_genes: dict[str, str] = Field(
+        default_factory=dict, description="gene lists whose overlap with the screen stage 00 reports: name -> a "
+                                          ".txt list or a CSV with a 'gene' column, relative to the params file's "
+                                          "folder (e.g. the reference's 249 interactome and 41 impactful genes)")
 
     @model_validator(mode="after")
     def _blocks(self) -> "DataStageParams":

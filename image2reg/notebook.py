@@ -8,7 +8,6 @@ params file and the project's ``runs/``), so a user can step through any stage b
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from image2reg.data.metadata import gene_overlap
 from image2reg.images.pipeline import illumination_files
 from image2reg.config import RunParams, StrictModel, load_params, params_path_for, resolve_pretrained
 from image2reg.layout import RunLayout, find_project_root
@@ -116,27 +114,21 @@ def impactful_genes(layout: RunLayout) -> list[str]:
     return listed.read_text().split()
 
 
-def reference_overlap(conditions: Iterable[str], reference: RunLayout) -> pd.DataFrame:
-    """How many of a reference run's impactful and interactome genes a second screen holds.
-
-    One row per gene list (``impactful``: stage 02's selection; ``interactome``: the genes with regulatory
-    embeddings of stage 06): ``list``, ``n_reference``, ``n_shared`` and the first ``missing`` genes;
-    a list the reference run has not written yet is shown as such.
-    """
-    lists = {"impactful (stage 02)": reference.stage_dir_of("screen") / "impactful_genes.txt",
+def reference_gene_lists(reference: RunLayout) -> dict[str, list[str] | str]:
+    """A reference run's gene lists for :func:`image2reg.data.metadata.overlap_table`: its impactful genes
+    (stage 02) and its interactome (the genes with regulatory embeddings, stage 06), or a note when the run
+    has not written one yet."""
+    files = {"impactful (stage 02)": reference.stage_dir_of("screen") / "impactful_genes.txt",
              "interactome (stage 06)": reference.stage_dir_of("regulatory") / "regulatory_embeddings.h5ad"}
-    rows = []
-    for name, path in lists.items():
+    lists: dict[str, list[str] | str] = {}
+    for name, path in files.items():
         if not path.is_file():
-            rows.append({"list": name, "n_reference": None, "n_shared": None,
-                         "missing": f"not yet written by dataset '{reference.dataset}' ({path})"})
-            continue
-        genes = (path.read_text().split() if path.suffix == ".txt"
-                 else ad.read_h5ad(path, backed="r").obs_names.astype(str).tolist())
-        overlap = gene_overlap(conditions, genes)
-        rows.append({"list": name, "n_reference": overlap["n_reference"], "n_shared": overlap["n_shared"],
-                     "missing": ", ".join(overlap["missing"][:15]) + (" ..." if len(overlap["missing"]) > 15 else "")})
-    return pd.DataFrame(rows)
+            lists[f"{reference.dataset} {name}"] = f"not yet written by dataset '{reference.dataset}' ({path})"
+        elif path.suffix == ".txt":
+            lists[f"{reference.dataset} {name}"] = path.read_text().split()
+        else:
+            lists[f"{reference.dataset} {name}"] = ad.read_h5ad(path, backed="r").obs_names.astype(str).tolist()
+    return lists
 
 
 def ground_truth(layout: RunLayout) -> pd.DataFrame | None:

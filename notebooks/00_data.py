@@ -43,12 +43,13 @@ from IPython.display import display
 from image2reg.data.cellpainting import GallerySource, download, plan_downloads
 from image2reg.data.cellpainting import read_image_table
 from image2reg.config import params_relative
-from image2reg.data.metadata import check_gene_list, condition_counts, inventory, read_gene_list, read_rohban_metadata
+from image2reg.data.metadata import (check_gene_list, condition_counts, inventory, overlap_table, read_gene_list,
+                                     read_gene_table, read_rohban_metadata)
 from image2reg.data.raw import check_raw_inputs, raise_for_missing
 from image2reg.data.synthetic import CONTROL, read_world_info, synthesize_world
 from image2reg.images.qc import outlier_fields
 from image2reg.layout import RunLayout
-from image2reg.notebook import reference_overlap, setup_stage
+from image2reg.notebook import reference_gene_lists, setup_stage
 from image2reg import plotting
 
 ctx = setup_stage("data", dataset, params_path, fold, runs_dir, reports_dir)
@@ -100,14 +101,17 @@ per_condition = condition_counts(images)
 display(per_condition.head(12))
 
 # %% [markdown]
-# For a validation screen (JUMP), the genes it shares with the reference run: its impactful genes
-# (stage 02) and its interactome (stages 05–06), once that run has them.
+# How many genes of reference lists the screen holds: the lists named in the params
+# (`reference_genes`), and for a validation screen (JUMP) the reference run's impactful and interactome
+# genes, once that run has them.
 
 # %%
+lists = {name: read_gene_table(params_relative(ctx.params, path)) for name, path in data_params.reference_genes.items()}
 validation = ctx.params.stages.validation
 if validation is not None and validation.reference is not None:
-    print(reference_overlap(images["Metadata_Gene"], RunLayout(validation.reference, ctx.layout.runs_dir,
-                                                               ctx.layout.reports_dir)).to_string(index=False))
+    lists |= reference_gene_lists(RunLayout(validation.reference, ctx.layout.runs_dir, ctx.layout.reports_dir))
+if lists:
+    display(overlap_table(images["Metadata_Gene"], lists))
 
 # %% [markdown]
 # ## Ground truth of the synthetic world

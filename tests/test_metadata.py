@@ -19,9 +19,11 @@ from image2reg.data.metadata import (
     condition_counts,
     gene_overlap,
     genes_to_screen,
+    overlap_table,
     inventory,
     jump_orf_wells,
     read_gene_list,
+    read_gene_table,
     read_idr_screen,
     read_outlier_list,
     read_rohban_metadata,
@@ -173,12 +175,15 @@ def test_jump_orf_wells_have_their_known_counts(jump_tables):
 
 def test_jump_holds_175_of_the_249_interactome_genes_and_33_of_the_41_impactful(jump_tables):
     genes = jump_orf_wells(*jump_tables).table["Metadata_Gene"]
-    interactome = pd.read_csv(real_file("image2reg/other/all_gene_embeddings_clusters.csv"))["gene"]
+    interactome = read_gene_table(real_file("image2reg/other/all_gene_embeddings_clusters.csv"))
     impactful = shared_list("rohban_impactful_genes.txt")
     assert gene_overlap(genes, interactome)["n_reference"] == 249
     assert gene_overlap(genes, interactome)["n_shared"] == 175
     assert gene_overlap(genes, impactful)["n_shared"] == 33
     assert gene_overlap(interactome, impactful)["n_shared"] == 39
+    table = overlap_table(genes, {"interactome": interactome, "impactful": impactful, "run": "not yet written"})
+    assert table[["n_reference", "n_shared"]].iloc[:2].values.tolist() == [[249, 175], [41, 33]]
+    assert table["missing"].iat[2] == "not yet written" and pd.isna(table["n_shared"].iat[2])
 
 
 def test_jump_selection_by_batch_and_plate(jump_tables):

@@ -111,6 +111,7 @@ def rehearsal_params(endpoint: str) -> dict:
     data["download"] = {"plates": [PLATE], "genes": None, "max_fields": None, "workers": 2, "endpoint_url": endpoint}
     images = jump["stages"]["images"]
     images["execution"] = {"backend": "processes", "workers": 1}
+    data["reference_genes"] = {"reference interactome": str(real_file("image2reg/other/all_gene_embeddings_clusters.csv"))}
     return {"dataset": "rehearsal_jump", "seed": jump["seed"], "folds": jump["folds"],
             "stages": {"data": data, "images": images}}
 
@@ -156,7 +157,7 @@ def test_the_real_jump_path_runs_through_stages_00_and_01(moto_gallery, tmp_path
     data_report = json.loads((reports / "00_data.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) + json.dumps(o.get("data", {})) for c in data_report["cells"]
                    for o in c.get("outputs", []))
-    assert "fields of view" in text and "TMEM17" in text
+    assert "fields of view" in text and "TMEM17" in text and "reference interactome" in text
     report = json.loads((reports / "01_images.ipynb").read_text())
     cells = report["cells"]
     heading = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "## Segmentation" in "".join(c["source"]))

@@ -175,6 +175,38 @@ def gene_overlap(available: Iterable[str], reference: Iterable[str]) -> dict:
     return {"n_reference": len(reference), "n_shared": len(reference) - len(missing), "missing": missing}
 
 
+def overlap_table(available: Iterable[str], lists: dict[str, Sequence[str] | str]) -> pd.DataFrame:
+    """One row per named gene list: ``list``, ``n_reference``, ``n_shared`` and the first ``missing`` genes.
+
+    A list given as a string instead of genes is shown as that note (e.g. "not yet written by ...").
+    """
+    available = set(available)
+    rows = []
+    for name, genes in lists.items():
+        if isinstance(genes, str):
+            rows.append({"list": name, "n_reference": None, "n_shared": None, "missing": genes})
+            continue
+        overlap = gene_overlap(available, genes)
+        shown = ", ".join(overlap["missing"][:15]) + (" ..." if len(overlap["missing"]) > 15 else "")
+        rows.append({"list": name, "n_reference": overlap["n_reference"], "n_shared": overlap["n_shared"],
+                     "missing": shown})
+    return pd.DataFrame(rows, columns=["list", "n_reference", "n_shared", "missing"])
+
+
+def read_gene_table(path: str | Path) -> list[str]:
+    """Genes of a list file: a ``.txt`` gene list (:func:`read_gene_list`) or a CSV with a ``gene`` column
+    (as the reference's ``all_gene_embeddings_clusters.csv``)."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        return read_gene_list(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no gene table at {path}")
+    table = pd.read_csv(path, dtype=str)
+    if "gene" not in table:
+        raise GeneListError(f"{path} has no 'gene' column (columns: {', '.join(map(str, table.columns))})")
+    return list(dict.fromkeys(table["gene"].dropna().str.strip()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Rohban: the reference's per-image metadata, IDR screen files, outliers
 # ---------------------------------------------------------------------------------------------
