@@ -604,13 +604,15 @@ def test_read_image_table_names_file_and_missing_columns(tmp_path):
 
 
 def test_stage_00_downloads_a_real_screen_then_lists_what_else_is_missing(gallery, tmp_path, capsys):
-    """The runbook's data stage on the Rohban layout: images arrive, the omics are reported missing."""
+    """The runbook's data stage on the Rohban layout: images arrive, the omics the interactome stage reads
+    are reported missing (without that stage configured they are not required)."""
     from image2reg.runbook import main
 
     params = {"dataset": "rohban", "seed": 0, "folds": 1,
               "stages": {"data": {"source": "rohban",
                                   "download": {"plates": None, "genes": None, "max_fields": None,
-                                               "workers": 2, "endpoint_url": gallery.endpoint}}}}
+                                               "workers": 2, "endpoint_url": gallery.endpoint}},
+                         "interactome": {}}}
     path = tmp_path / "rohban.yml"
     path.write_text(yaml.safe_dump(params))
     code = main(["--params", str(path), "--runs-dir", str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports"),

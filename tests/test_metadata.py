@@ -216,6 +216,11 @@ def test_the_real_load_data_table_names_dna_fields_and_their_illumination(jump_t
     named = normalize_jump_metadata(load_data.assign(Metadata_Plate="BR00126706", Metadata_Well=gene_well), *jump_tables)
     assert len(named) == 2 and named["Metadata_Batch"].eq("2021_08_23_Batch12").all()
     assert named["Metadata_Gene"].eq(wells.loc[gene_well, "Metadata_Gene"]).all() and not named["Metadata_Control"].any()
+    no_file = load_data.assign(FileName_OrigDNA=[None, "r01c01f02p01-ch5sk1fk1fl1.tiff"])
+    with pytest.raises(ImageTableError, match=r"1 rows lack \['FileName_OrigDNA'\] \(first: row 0.*BR00126114, well A01"):
+        load_data_fields(no_file)
+    with pytest.raises(ImageTableError, match=r"1 fields appear twice \(first: row 2, plate BR00126114, well A01, site 1"):
+        load_data_fields(pd.concat([load_data, load_data.iloc[[0]]], ignore_index=True))
     with pytest.raises(ImageTableError, match=r"plates that the JUMP plate table does not know: \['BR99999999'\]"):
         normalize_jump_metadata(load_data.assign(Metadata_Plate="BR99999999"), *jump_tables)
 

@@ -367,6 +367,19 @@ def load_data_fields(load_data: pd.DataFrame) -> pd.DataFrame:
         missing.append(" or ".join(f"FileName_Orig{c}" for c in _DNA_CHANNELS))
     if missing:
         raise ImageTableError(f"not a LoadData table with a DNA channel: it lacks {missing}")
+    keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", f"FileName_Orig{channel}"]
+    empty = load_data[keys].isna() | (load_data[keys].astype(str).apply(lambda column: column.str.strip()) == "")
+    if empty.any(axis=None):
+        row = int(np.flatnonzero(empty.any(axis=1))[0])
+        raise ImageTableError(f"LoadData table: {int(empty.any(axis=1).sum())} rows lack "
+                              f"{[c for c in keys if empty[c].iat[row]]} (first: row {row} of the table, plate "
+                              f"{load_data['Metadata_Plate'].iat[row]}, well {load_data['Metadata_Well'].iat[row]})")
+    twice = load_data.duplicated(keys[:3])
+    if twice.any():
+        row = int(np.flatnonzero(twice)[0])
+        raise ImageTableError(f"LoadData table: {int(twice.sum())} fields appear twice (first: row {row}, plate "
+                              f"{load_data['Metadata_Plate'].iat[row]}, well {load_data['Metadata_Well'].iat[row]}, "
+                              f"site {load_data['Metadata_Site'].iat[row]})")
     fields = pd.DataFrame({
         "Metadata_Plate": load_data["Metadata_Plate"].astype(str).to_numpy(),
         "Metadata_Well": load_data["Metadata_Well"].astype(str).to_numpy(),
