@@ -114,11 +114,50 @@ class DownloadParams(StrictModel):
                                   "platemaps")
 
 
-class DataStageParams(StrictModel):
-    """Stage 00: synthesize the demo world, or fetch (optionally) and check the raw inputs of a real dataset."""
+class FolderColumns(StrictModel):
+    """Which columns of the user's metadata table hold what (one row per field of view)."""
 
-    source: Literal["synthetic", "rohban", "jump"]
+    file: str = Field(description="the DNA image's file, relative to the images folder (or absolute)")
+    plate: str = Field(description="plate name or barcode")
+    well: str = Field(description="well (e.g. B03); splits keep a well's fields together")
+    site: str | None = Field(default=None, description="field within the well (null: one field per well, site 1)")
+    perturbation: str = Field(description="the condition: gene symbol, or a control label")
+    allele: str | None = Field(default=None, description="allele or clone, pooled per gene (optional)")
+    extra: list[str] = Field(default_factory=list, description="other columns carried along as Metadata_<name>")
+
+
+class FolderParams(StrictModel):
+    """A screen on disk: DNA images in a folder and a metadata table (``source: folder``).
+
+    Paths are absolute or relative to the params file's folder. Nothing is copied and nothing in the
+    folder is changed: stage 00 checks everything, writes the normalised image table to
+    ``raw/metadata/images.csv`` and links the optional inputs into ``raw/``.
+    """
+
+    images: str = Field(description="folder of the DNA images (TIFF, any bit depth, compressed or not)")
+    metadata: str = Field(description="the fields of view: CSV or parquet, one row per field")
+    columns: FolderColumns
+    controls: list[str] = Field(min_length=1, description="label(s) of the negative control in the perturbation "
+                                                          "column; they become the condition EMPTY")
+    other_controls: list[str] = Field(default_factory=list,
+                                      description="control constructs that are never screened (e.g. LacZ)")
+    masks: str | None = Field(default=None, description="folder of nuclear label masks named like the images "
+                                                        "(use with images.segmentation.method: masks)")
+    ppi: str | None = Field(default=None, description="interactome with costs: TSV protein1, protein2, cost")
+    single_cell: str | None = Field(default=None, description="single-cell counts, .h5ad or CSV (cells × genes)")
+    bulk_expression: str | None = Field(default=None, description="bulk log2(TPM+1) over cell lines (CCLE layout)")
+    bulk_sample_info: str | None = Field(default=None, description="cell-line annotation (stripped_cell_line_name)")
+    gene_sets: str | None = Field(default=None, description="gene sets, GMT (node features of the autoencoder)")
+    gene_list: str | None = Field(default=None, description="the genes to screen, one per line (default: all)")
+
+
+class DataStageParams(StrictModel):
+    """Stage 00: synthesize the demo world, fetch (optionally) and check the raw inputs of a real screen, or
+    check and take in a screen from a folder."""
+
+    source: Literal["synthetic", "rohban", "jump", "folder"]
     synthetic: SyntheticParams | None = None
+    folder: FolderParams | None = None
     download: DownloadParams | None = None
     reference_genes: dict[str, str] = Field(
         default_factory=dict, description="gene lists whose overlap with the screen stage 00 reports: name -> a "
@@ -131,8 +170,10 @@ class DataStageParams(StrictModel):
             raise ValueError("source 'synthetic' needs a 'synthetic' block")
         if self.source != "synthetic" and self.synthetic is not None:
             raise ValueError(f"a 'synthetic' block is only used with source 'synthetic', not '{self.source}'")
-        if self.source == "synthetic" and self.download is not None:
+        if self.source in ("synthetic", "folder") and self.download is not None:
             raise ValueError("a 'download' block is only used with source 'rohban' or 'jump'")
+        if (self.source == "folder") != (self.folder is not None):
+            raise ValueError("source 'folder' needs a 'folder' block, and a 'folder' block is only used with it")
         if self.download is not None and self.download.metadata is not None and self.source != "rohban":
             raise ValueError("download.metadata (the reference's per-image table) is for source 'rohban'; "
                              f"'{self.source}' plans from the gallery's LoadData tables")

@@ -27,6 +27,9 @@
 # - **rohban / jump**: the DNA images (and published illumination functions) are fetched from the Cell
 #   Painting Gallery when the params have a `download` block (resumable: finished files are skipped),
 #   then every expected raw input is checked, and anything missing is listed with its source.
+# - **folder**: a lab's own screen: the metadata table and every image it names are checked first
+#   (columns, files, duplicates, controls, fields per gene), then the image table is written and the
+#   optional inputs (interactome, expression, gene sets, gene list) are linked into `raw/`.
 
 # %% tags=["parameters"]
 dataset = "demo"
@@ -41,7 +44,8 @@ import pandas as pd
 from IPython.display import display
 
 from image2reg.data.cellpainting import GallerySource, download, plan_downloads
-from image2reg.data.cellpainting import read_image_table
+from image2reg.data.cellpainting import read_image_table, write_image_table
+from image2reg.data.folder import link_inputs, read_folder_screen
 from image2reg.config import params_relative
 from image2reg.data.metadata import (check_gene_list, condition_counts, inventory, overlap_table, read_gene_list,
                                      read_gene_table, read_rohban_metadata)
@@ -64,6 +68,12 @@ print(f"dataset {dataset!r}, source {data_params.source!r}, raw folder {raw.root
 if data_params.source == "synthetic":
     synthesize_world(data_params.synthetic, raw, seed=ctx.seed)
     source = "synthetic"
+elif data_params.source == "folder":  # checked whole before anything is written
+    source = "folder"
+    screen = read_folder_screen(data_params.folder, params_relative(ctx.params, "."), folds=ctx.params.folds)
+    links = link_inputs(data_params.folder, params_relative(ctx.params, "."), raw)
+    write_image_table(screen, raw)
+    print(f"{len(screen)} fields from {data_params.folder.metadata}; linked: {', '.join(links) or 'nothing'}")
 else:
     source = data_params.source
     fetch = data_params.download

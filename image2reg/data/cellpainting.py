@@ -480,7 +480,7 @@ def normalize_rohban_metadata(table: pd.DataFrame) -> pd.DataFrame:
     normalized["Metadata_Control"] = gene == NEGATIVE_CONTROL
     normalized["Metadata_ControlType"] = control_type
     renamed = {c: _metadata_name(c) for c in normalized.columns if not c.startswith("Metadata_")}
-    return _finish(normalized.rename(columns=renamed))
+    return finish_image_table(normalized.rename(columns=renamed))
 
 
 def _metadata_name(column: str) -> str:
@@ -530,7 +530,7 @@ def normalize_jump_metadata(load_data: pd.DataFrame, well: pd.DataFrame, plate: 
     annotated["Metadata_Allele"] = annotated.get("Metadata_broad_sample", pd.Series(np.nan, index=annotated.index))
     annotated["Metadata_Control"] = negative.to_numpy()
     annotated["Metadata_ControlType"] = control_type
-    return _finish(annotated.drop(columns=[c for c in ("Metadata_Symbol", "Metadata_Name", "Metadata_broad_sample")
+    return finish_image_table(annotated.drop(columns=[c for c in ("Metadata_Symbol", "Metadata_Name", "Metadata_broad_sample")
                                            if c in annotated]))
 
 
@@ -550,7 +550,7 @@ def jump_labels(symbols: pd.Series, pert_types: pd.Series | None = None) -> tupl
     return gene, negative, gene.where(is_control)
 
 
-def _finish(table: pd.DataFrame) -> pd.DataFrame:
+def finish_image_table(table: pd.DataFrame) -> pd.DataFrame:
     """Typed core columns, relative paths, :data:`IMAGE_COLUMNS` first."""
     duplicated = table.columns[table.columns.duplicated()].tolist()
     if duplicated:
@@ -620,7 +620,7 @@ def read_image_table(raw: RawLayout) -> pd.DataFrame:
                               f"{missing_normalized}; as a Rohban (Image_Metadata_*) table it lacks {missing_rohban}")
     try:
         table = pd.read_csv(path, dtype=text_columns)
-        table = _finish(table) if not missing_normalized else normalize_rohban_metadata(table)
+        table = finish_image_table(table) if not missing_normalized else normalize_rohban_metadata(table)
     except ValueError as error:  # a value that is not a site number, a truth value, ...
         raise ImageTableError(f"{path}: {error}") from error
     validate_image_table(table, path)

@@ -65,6 +65,18 @@ RAW_INPUTS: dict[str, tuple[RawInput, ...]] = {
         RawInput("genesets", "genesets/genesets.gmt", "gene sets", "synthesized"),
         RawInput("screen_genes", "genesets/screen_genes.txt", "screened genes", "synthesized"),
     ),
+    "folder": (
+        RawInput("image_metadata", "metadata/images.csv", "the fields of view (written by stage 00 from the table)",
+                 "params data.folder.metadata"),
+        RawInput("scrnaseq", "expression/scrnaseq_counts.h5ad", "single-cell counts (.h5ad or .csv)",
+                 "params data.folder.single_cell"),
+        RawInput("bulk_expression", "expression/bulk_expression.csv", "bulk expression (CCLE layout)",
+                 "params data.folder.bulk_expression"),
+        RawInput("bulk_sample_info", "expression/bulk_sample_info.csv", "cell-line annotation",
+                 "params data.folder.bulk_sample_info"),
+        RawInput("ppi", "ppi/ppi_costs.tsv", "interactome with costs", "params data.folder.ppi"),
+        RawInput("genesets", "genesets/genesets.gmt", "gene sets", "params data.folder.gene_sets"),
+    ),
     "rohban": (
         RawInput("image_metadata", "metadata/images.csv",
                  "per-field metadata of the Hoechst images (Image_Metadata_* columns)",
@@ -89,8 +101,16 @@ def raw_input_path(raw: RawLayout, source: str, key: str) -> Path | None:
         raise KeyError(f"unknown data source '{source}' (known: {', '.join(RAW_INPUTS)})")
     for item in RAW_INPUTS[source]:
         if item.key == key:
-            return raw.root / item.path
+            return _present_form(raw.root / item.path)
     return None
+
+
+def _present_form(path: Path) -> Path:
+    """Single-cell counts may be an .h5ad file or a counts CSV: the form that is there."""
+    if path.is_file() or not path.name.endswith(".h5ad"):
+        return path
+    stem = path.name.removesuffix(".h5ad")
+    return next((p for p in (path.with_name(stem + ".csv"), path.with_name(stem + ".csv.gz")) if p.is_file()), path)
 
 
 class MissingRawInputsError(FileNotFoundError):
@@ -117,7 +137,7 @@ def check_raw_inputs(raw: RawLayout, source: str, stages: Iterable[str] | None =
     configured = None if stages is None else set(stages)
     rows = []
     for item in RAW_INPUTS[source]:
-        path = raw.root / item.path
+        path = _present_form(raw.root / item.path)
         rows.append({"key": item.key, "path": str(path), "present": path.is_file(),
                      "needed": configured is None or bool(configured & set(item.needed_by)),
                      "what": item.what, "source": item.source})

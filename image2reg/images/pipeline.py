@@ -59,7 +59,9 @@ def field_inputs(images: pd.DataFrame, raw: RawLayout, supplied_masks: bool) -> 
     (:func:`image2reg.data.cellpainting.read_image_table`): absolute image, mask and illumination paths."""
     fields = images.copy()
     fields["image_path"] = [str(raw.root / path) for path in images["Metadata_PathName"]]
-    if supplied_masks:
+    if supplied_masks and "Metadata_MaskPathName" in images:  # a folder screen names each field's mask
+        fields["mask_path"] = [str(raw.root / path) for path in images["Metadata_MaskPathName"]]
+    elif supplied_masks:
         fields["mask_path"] = [str(raw.masks / str(plate) / name)
                                for plate, name in zip(images["Metadata_Plate"], images["Metadata_FileName"])]
     if "Metadata_IllumPathName" in images:
