@@ -63,7 +63,7 @@ def test_wrong_type_and_out_of_range_values(tmp_path):
         load_params(path)
 
     path = demo_with(tmp_path, "source: synthetic", "source: cellpainting")
-    with pytest.raises(ParamsError, match="stages.data.source.*'synthetic', 'rohban' or 'jump'"):
+    with pytest.raises(ParamsError, match="stages.data.source.*'synthetic', 'rohban', 'jump' or 'folder'"):
         load_params(path)
 
 
