@@ -1,10 +1,10 @@
-# Two entry points that work on a fresh clone: `make demo` and `make test`.
+# Two entry points that work on a fresh clone: `make demo` and `make test` (and `make lab` to work interactively).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test clean-runs
+.PHONY: venv demo test lab clean-runs
 
 venv: $(STAMP)
 
@@ -19,6 +19,9 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+lab: venv
+	$(BIN)/jupyter lab --notebook-dir=.
 
 clean-runs:
 	rm -rf runs reports

@@ -208,3 +208,14 @@ def test_real_fields_from_a_folder_go_through_stages_00_and_01(tmp_path, run_cli
     assert (qc["n_segmented"] > 20).all()
     nuclei = pd.read_parquet(tmp_path / "runs" / "smoke" / "01_images" / "nuclei.parquet")
     assert set(nuclei["Metadata_Plate"]) >= {"BR00117006"}
+
+
+def test_the_example_params_for_an_own_screen_load_and_name_every_column():
+    params = load_params(REPO / "params" / "own_screen.example.yml")
+    data = params.stages.data
+    assert data.source == "folder" and data.folder.controls == ["EMPTY"]
+    assert set(params.stage_names()) >= {"data", "images", "screen", "embeddings", "loto", "interactome",
+                                         "regulatory", "translation"}
+    text = (REPO / "params" / "own_screen.example.yml").read_text()
+    for key in FolderParams.model_fields:  # every key of the folder block is there, commented
+        assert f"      {key}:" in text, key
