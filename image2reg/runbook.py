@@ -33,6 +33,8 @@ from typing import Any, Protocol
 import jupytext
 import nbformat
 import papermill
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import CaselessStrEnum
 from nbconvert import HTMLExporter
 
 import image2reg
@@ -347,6 +349,7 @@ class Runbook:
                 str(source), str(report), parameters=parameters, kernel_name="python3", language="python",
                 cwd=str(self.root), progress_bar=True, log_output=False, shutdown_kernel="immediate",
                 coalesce_streams=True,  # a progress bar's updates become its final line, not hundreds
+                kernel_manager_class=IpcKernelManager,
             )
 
     def _outputs(self, folder: Path) -> dict[str, int]:
@@ -417,6 +420,13 @@ def _last_run(manifest: dict[str, Any] | None) -> str:
     if manifest["status"] != "complete":
         return f"{manifest['started_at']} (not finished)"
     return f"{manifest['finished_at']} ({manifest['duration_s']} s)"
+
+
+class IpcKernelManager(AsyncKernelManager):
+    """A kernel reached over local IPC sockets instead of TCP: no port is opened, and the kernel has no
+    "running over TCP without encryption" warning to print into every stage's output."""
+
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
 
 def _write_html(report: Path) -> None:

@@ -124,6 +124,8 @@ def run_rehearsal(params_dict: dict, tmp_path: Path) -> tuple[Path, Path]:
                              "--reports-dir", str(reports), "--no-html"],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # kernels over IPC: no TCP port, and none of ipykernel's "without encryption" warnings in the output
+    assert "without encryption" not in result.stdout + result.stderr
     return runs / params_dict["dataset"], reports / params_dict["dataset"]
 
 
