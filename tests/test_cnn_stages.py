@@ -16,6 +16,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 import yaml
 
 from image2reg.config import load_params
@@ -173,9 +174,37 @@ def test_predict_ranks_the_genes_for_new_images_of_a_held_out_gene(cnn_run, tmp_
     assert sorted(ranking["gene"]) == sorted(nodes.index) and ranking["rank"].tolist() == list(range(1, len(nodes) + 1))
     assert ranking["distance"].is_monotonic_increasing
     printed = capsys.readouterr().out
-    assert ranking["gene"].iloc[0] in printed and len(printed.strip().splitlines()) == 4  # header + top 3
+    assert ranking["gene"].iloc[0] in printed
+    assert "query: 3 fields of view" in printed and f"models: loto:{gene}" in printed
+    assert "segmented" in printed and "kept by the filters" in printed
+    n = len(nodes)
+    assert f"a random gene: rank {(n + 1) / 2:g} of {n} on average, in the top 3 with probability {3 / n:.1%}" in printed
+    assert ranking["top_percent"].iloc[-1] == 100.0
+
+    assert main(args + ["--json"]) == 0  # for scripts
+    found = json.loads(capsys.readouterr().out)
+    assert found["fields"] == 3 and found["models"] == [f"loto:{gene}"] and found["n_candidates"] == n
+    assert [row["gene"] for row in found["top"]] == ranking["gene"].head(3).tolist()
+    assert found["nuclei_segmented"] >= found["nuclei_kept"] >= found["nuclei_used"] > 0
+    assert found["random_gene"]["p_top"] == pytest.approx(3 / n)
+
+    (tmp_path / "empty").mkdir()
     assert main(args[:2] + [str(tmp_path / "empty")] + args[3:]) == 2
     assert "no .tif/.tiff fields of view found" in capsys.readouterr().err
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    tifffile.imwrite(rgb / "colour.tif", np.zeros((40, 40, 3), np.uint8), photometric="rgb")
+    assert main(args[:2] + [str(rgb)] + args[3:]) == 2
+    assert "colour.tif is not a single-channel field" in capsys.readouterr().err
+    dark = tmp_path / "dark"
+    dark.mkdir()
+    tifffile.imwrite(dark / "blank.tif", np.full((160, 160), 100, np.uint16))
+    assert main(args[:2] + [str(dark)] + args[3:] + ["--work-dir", str(tmp_path / "dark_work")]) == 2
+    assert "no nucleus passed QC and the filters" in capsys.readouterr().err
+    fresh = ["predict", "--images", str(tmp_path / "q"), "--params", str(workdir / "params" / "smoke.yml"),
+             "--runs-dir", str(tmp_path / "no_runs")]
+    assert main(fresh) == 2
+    assert "run stage 02_screen first (python runbook.py --dataset smoke --stages 02)" in capsys.readouterr().err
 
 
 def test_validation_of_a_real_dataset_reads_its_own_images_and_the_reference_run(cnn_run):
