@@ -86,6 +86,8 @@ def setup_stage(
         reports_dir=Path(reports_dir) if reports_dir else root / "reports",
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+    pd.set_option("display.max_columns", None)  # wide tables are shown whole (the HTML reports scroll them)
+    pd.set_option("display.width", 200)
     return StageContext(stage=found, params=params, layout=layout, fold=fold)
 
 

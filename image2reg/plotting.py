@@ -361,6 +361,29 @@ def cnn_vs_baseline(table: pd.DataFrame, cnn: str, baseline: str, chance: float,
     return fig
 
 
+def fold_accuracies(results: pd.DataFrame, impactful: list[str], chance: float = 0.5) -> Figure:
+    """Test balanced accuracy of every (gene, fold) model, impactful genes against the others, CNN against the
+    classical baseline when it ran: the spread over folds that the per-gene means hide."""
+    import seaborn as sns
+
+    models = {"test_balanced_accuracy": "CNN", "baseline_test_balanced_accuracy": "classical features"}
+    long = (results.assign(selected=np.where(results["gene"].isin(impactful), "impactful", "not selected"))
+            .melt(id_vars=["gene", "fold", "selected"], value_vars=[c for c in models if c in results],
+                  var_name="model", value_name="test BAC"))
+    long["model"] = long["model"].map(models)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sns.boxplot(data=long, x="selected", y="test BAC", hue="model", order=["impactful", "not selected"],
+                showfliers=False, ax=ax, palette=["#2c3e50", "#95a5a6"][: long["model"].nunique()])
+    sns.stripplot(data=long, x="selected", y="test BAC", hue="model", order=["impactful", "not selected"],
+                  dodge=True, size=2.5, alpha=0.6, palette="dark:k", legend=False, ax=ax)
+    ax.axhline(chance, color="#c0392b", lw=0.8, ls="--", label="chance")
+    ax.set_xlabel("")
+    ax.set_title("Test balanced accuracy per gene and fold", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 def training_histories(histories: dict[str, pd.DataFrame]) -> Figure:
     """Validation balanced accuracy and train/validation loss per epoch of several trainings."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))

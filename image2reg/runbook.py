@@ -40,6 +40,7 @@ from nbconvert import HTMLExporter
 import image2reg
 from image2reg.config import ParamsError, load_params, params_path_for
 from image2reg.layout import RunLayout, find_project_root, write_text_atomic
+from image2reg.reports import write_index
 from image2reg.stages import STAGES, Stage
 
 TRACEBACK_LINES = 15
@@ -155,6 +156,8 @@ class Runbook:
         The stages in run order (:data:`image2reg.stages.STAGES`; tests pass their own).
     html
         Write an HTML copy beside each executed notebook.
+    show_code
+        Show the code cells in the HTML copies (hidden by default; the executed notebooks keep them).
     """
 
     root: Path
@@ -162,6 +165,7 @@ class Runbook:
     layout: RunLayout
     stages: Sequence[Stage] = STAGES
     html: bool = True
+    show_code: bool = False
     package: str = field(default_factory=package_fingerprint)
 
     def configured(self) -> list[Stage]:
@@ -299,11 +303,19 @@ class Runbook:
                 print(f"{prefix} FAILED after {time.monotonic() - task_began:.1f} s", flush=True)
                 print(self._failure_report(item.task, error), file=sys.stderr, flush=True)
                 self._summary(counts, began)
+                self.write_index()
                 return _exit_code(error)
             counts["ran"] += 1
             print(f"{prefix} done in {time.monotonic() - task_began:.1f} s", flush=True)
         self._summary(counts, began)
+        self.write_index()
         return 0
+
+    def write_index(self) -> Path:
+        """Write ``reports/<dataset>/index.html``: the pipeline, every task's state and the headline numbers."""
+        path = write_index(self.layout, [(task.stage, task.fold) for task in self.tasks()])
+        print(f"index of the reports: {path}", flush=True)
+        return path
 
     def execute(self, item: PlannedTask) -> None:
         """Run one task's notebook, recording it as started first and complete after success."""
@@ -325,7 +337,7 @@ class Runbook:
         began = time.monotonic()
         self._papermill(item.task, report)
         if self.html:
-            _write_html(report)
+            _write_html(report, self.show_code)
         record.update(status="complete", finished_at=_now(), duration_s=round(time.monotonic() - began, 1),
                       outputs=self._outputs(out_dir))
         _write_manifest(manifest_path, record)
@@ -429,9 +441,17 @@ class IpcKernelManager(AsyncKernelManager):
     transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
 
-def _write_html(report: Path) -> None:
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(report, as_version=4))
-    write_text_atomic(report.with_suffix(".html"), body)
+#: Wide tables scroll sideways instead of being cut, in the HTML copies of the reports.
+_WIDE_TABLES = ("<style>.jp-OutputArea-output, .jp-RenderedHTMLCommon { overflow-x: auto; } "
+                ".jp-RenderedHTMLCommon table { display: block; max-width: 100%; overflow-x: auto; }</style>")
+
+
+def _write_html(report: Path, show_code: bool = False) -> None:
+    """The HTML copy of an executed notebook: code hidden unless ``show_code`` (the ``.ipynb`` keeps it)."""
+    exporter = HTMLExporter(exclude_input=not show_code, exclude_input_prompt=not show_code,
+                            exclude_output_prompt=not show_code)
+    body, _ = exporter.from_notebook_node(nbformat.read(report, as_version=4))
+    write_text_atomic(report.with_suffix(".html"), body.replace("</head>", _WIDE_TABLES + "</head>", 1))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -448,6 +468,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", type=Path, help="artifacts folder (default <root>/runs)")
     parser.add_argument("--reports-dir", type=Path, help="executed notebooks folder (default <root>/reports)")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML copies of the reports")
+    parser.add_argument("--show-code", action="store_true", help="show the code cells in the HTML reports")
     return parser
 
 
@@ -473,7 +494,7 @@ def main(argv: list[str] | None = None, *, root: str | Path | None = None,
             raise ParamsError(f"{params_path}: dataset is '{params.dataset}', not '{args.dataset}'")
         layout = RunLayout(params.dataset, (args.runs_dir or root / "runs").resolve(),
                            (args.reports_dir or root / "reports").resolve())
-        runbook = Runbook(root, params, layout, stages, html=not args.no_html)
+        runbook = Runbook(root, params, layout, stages, html=not args.no_html, show_code=args.show_code)
         planned = runbook.plan(runbook.select(args.stages, args.start), force=args.force)
     except (ParamsError, RunbookError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -34,6 +34,8 @@ runs_dir = None
 reports_dir = None
 
 # %%
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -42,7 +44,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from image2reg import plotting
 from image2reg.cnn.profiles import nucleus_profiles
-from image2reg.cnn.screen import run_screen, screen_tasks, select_impactful, specificity_scores
+from image2reg.cnn.screen import run_screen, screen_summary, screen_tasks, select_impactful, specificity_scores
 from image2reg.data.metadata import genes_to_screen
 from image2reg.images.pipeline import illumination_files
 from image2reg.layout import atomic_path, write_text_atomic
@@ -111,6 +113,7 @@ scores["impactful"] = scores.index.isin(impactful)
 with atomic_path(out / "specificity.parquet") as tmp:
     scores.to_parquet(tmp)
 write_text_atomic(out / "impactful_genes.txt", "\n".join(impactful) + "\n")
+write_text_atomic(out / "summary.json", json.dumps(screen_summary(scores, impactful, skipped), indent=2) + "\n")
 print(f"{len(impactful)} impactful genes ({params.selection}): {', '.join(impactful)}")
 display(scores.head(len(impactful) + 5).round(3))
 
@@ -162,6 +165,8 @@ if "baseline_score" in scores:
     plt.show()
     print(f"mean test BAC over genes: CNN {scores['specificity_score'].mean():.3f}, "
           f"classical {scores['baseline_score'].mean():.3f}")
+plotting.fold_accuracies(results, impactful)
+plt.show()
 
 # %% [markdown]
 # ## Training

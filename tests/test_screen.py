@@ -192,3 +192,15 @@ def test_screen_task_defaults_are_the_reference_screen():
     task = ScreenTask(gene="G", fold=0, images_dir="in", out_dir="out")
     assert (task.latent_dim, task.n_folds, task.n_inner, task.control) == (512, 4, 5, "EMPTY")
     assert task.training.learning_rate == 1e-5 and task.training.weight_decay == 5e-4
+
+
+def test_the_screen_summary_holds_its_headline_numbers():
+    scores = pd.DataFrame({"specificity_score": [0.9, 0.7, 0.5], "baseline_score": [0.8, 0.6, 0.55]},
+                          index=["A", "B", "C"])
+    summary = screen.screen_summary(scores, ["A", "B"], pd.Series({"D": 1}))
+    assert summary["screened"] == 3 and summary["skipped"] == 1 and summary["impactful"] == 2
+    assert summary["impactful_genes"] == ["A", "B"] and summary["chance"] == 0.5
+    assert summary["specificity_mean"] == pytest.approx(0.7)
+    assert summary["specificity_impactful_mean"] == pytest.approx(0.8)
+    assert summary["baseline_mean"] == pytest.approx(0.65)
+    json.dumps(summary)  # plain types, for summary.json

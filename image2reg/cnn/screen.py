@@ -349,6 +349,21 @@ def select_impactful(scores: pd.DataFrame, *, method: Literal["knee", "top_n"] =
     return genes[:knee_position(ranked["specificity_score"].to_numpy())]
 
 
+def screen_summary(scores: pd.DataFrame, impactful: Sequence[str], skipped: pd.Series) -> dict[str, Any]:
+    """The screen's headline numbers for ``summary.json``: genes screened and skipped, impactful genes, and
+    the mean specificity score (test BAC, chance 0.5) of all screened and of the impactful genes, with the
+    classical-feature baseline's where it ran."""
+    summary: dict[str, Any] = {
+        "screened": int(len(scores)), "skipped": int(len(skipped)), "impactful": int(len(impactful)),
+        "impactful_genes": list(impactful), "chance": 0.5,
+        "specificity_mean": float(scores["specificity_score"].mean()),
+        "specificity_impactful_mean": float(scores.loc[list(impactful), "specificity_score"].mean()),
+    }
+    if "baseline_score" in scores:
+        summary["baseline_mean"] = float(scores["baseline_score"].mean())
+    return summary
+
+
 def knee_position(sorted_scores: np.ndarray) -> int:
     """Position of the knee of scores sorted from high to low: the point farthest below the chord.
 
