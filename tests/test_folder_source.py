@@ -219,3 +219,20 @@ def test_the_example_params_for_an_own_screen_load_and_name_every_column():
     text = (REPO / "params" / "own_screen.example.yml").read_text()
     for key in FolderParams.model_fields:  # every key of the folder block is there, commented
         assert f"      {key}:" in text, key
+
+
+def test_masks_and_a_parquet_table_are_taken_as_given(tmp_path):
+    from image2reg.images.pipeline import field_inputs
+
+    tiny_screen(tmp_path)
+    pd.read_csv(tmp_path / "screen.csv").to_parquet(tmp_path / "screen.parquet")
+    (tmp_path / "labels" / "P1").mkdir(parents=True)
+    for image in (tmp_path / "img" / "P1").iterdir():
+        tifffile.imwrite(tmp_path / "labels" / "P1" / image.name, np.zeros((32, 32), np.uint16))
+    table = read_folder_screen(folder_params(metadata="screen.parquet", masks="labels"), tmp_path, folds=2)
+    assert table["Metadata_MaskPathName"].str.startswith(str((tmp_path / "labels").resolve())).all()
+    fields = field_inputs(table, RawLayout(tmp_path / "raw"), supplied_masks=True)
+    assert [Path(m).name for m in fields["mask_path"]] == [Path(p).name for p in fields["image_path"]]
+    (tmp_path / "labels" / "P1" / "GENE1_0.tif").unlink()
+    with pytest.raises(FolderScreenError, match=r"1 of 6 mask files under .*labels are missing: .*GENE1_0.tif"):
+        read_folder_screen(folder_params(masks="labels"), tmp_path, folds=2)

@@ -177,13 +177,13 @@ def link_inputs(params: FolderParams, base: str | Path, raw: RawLayout) -> dict[
         suffix = ".h5ad" if params.single_cell.endswith(".h5ad") else ".csv.gz" if params.single_cell.endswith(".gz") \
             else ".csv"
         targets["single_cell"] = (SINGLE_CELL_STEM + suffix, params.single_cell)
+    sources = {key: (relative, _resolve(value, base)) for key, (relative, value) in targets.items() if value is not None}
+    absent = [f"data.folder.{key}: {source} does not exist" for key, (_, source) in sources.items()
+              if not source.is_file()]
+    if absent:  # every input is checked before the first link is made
+        raise FolderScreenError("; ".join(absent))
     links = {}
-    for key, (relative, value) in targets.items():
-        if value is None:
-            continue
-        source = _resolve(value, base)
-        if not source.is_file():
-            raise FolderScreenError(f"data.folder.{key}: {source} does not exist")
+    for key, (relative, source) in sources.items():
         link = raw.root / relative
         link.parent.mkdir(parents=True, exist_ok=True)
         temporary = link.with_name(f".{link.name}.link")
