@@ -99,7 +99,7 @@ def headline_numbers(layout: RunLayout) -> list[Headline]:
     translation = _summary(layout, "translation")
     if translation:
         n, candidates = translation["targets"], translation["candidates"]
-        for k in (5, 10):
+        for k in (k for k in (5, 10) if f"top{k}" in translation):
             rows.append(Headline(
                 "07 translation", f"LOTO top-{k} accuracy ({n} held-out genes, {candidates} candidates)",
                 f"{translation[f'top{k}']:.3f}", f"random {min(k / candidates, 1.0):.3f}",
@@ -110,12 +110,13 @@ def headline_numbers(layout: RunLayout) -> list[Headline]:
                                      f"{translation[f'top{k}']:.3f}", "mean of all genes' embeddings"
                                      + ("" if baseline is None else f" {baseline:.3f}"),
                                      _p(translation[f"p_mean_all_top{k}"])))
-        rows.append(Headline("07 translation", "area under the top-k curve up to 20",
-                             f"{translation['auc20']:.3f}", "random genes", _p(translation.get("p_random_auc20"))))
+        if "auc20" in translation:
+            rows.append(Headline("07 translation", "area under the top-k curve up to 20",
+                                 f"{translation['auc20']:.3f}", "random genes", _p(translation.get("p_random_auc20"))))
     validation = _summary(layout, "validation")
     if validation:
         for part, label in (("restricted", "genes of the reference's clusters"), ("all", "all test genes")):
-            if f"{part}_top5" in validation:
+            if f"{part}_top5" in validation and f"{part}_mean_all_top5" in validation:
                 rows.append(Headline("08 validation", f"top-5 on new genes ({label})", f"{validation[f'{part}_top5']:.3f}",
                                      f"mean baseline {validation[f'{part}_mean_all_top5']:.3f}",
                                      _p(validation.get(f"{part}_p_random_top5"))))

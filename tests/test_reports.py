@@ -69,6 +69,15 @@ def test_states_follow_the_manifests(run):
     assert states["validation"].state == "not run" and states["validation"].duration_s is None
 
 
+def test_summaries_of_a_small_run_without_some_numbers_still_make_a_page(tmp_path):
+    layout = RunLayout("smoke", tmp_path / "runs", tmp_path / "reports")
+    folder = layout.stage_dir_of("translation")
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"targets": 3, "candidates": 9, "top5": 0.3333}))  # max_k 5
+    rows = headline_numbers(layout)
+    assert [h.value for h in rows] == ["0.333"] and rows[0].against == "random 0.556"
+
+
 def test_an_empty_run_says_so():
     page = index_html("demo", [], [])
     assert "No stage has written its summary yet" in page
