@@ -21,7 +21,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from image2reg.cnn.train import TrainingParams
 from image2reg.execute import ExecutionParams
 from image2reg.stages import STAGES, stage_by_name
 
@@ -245,6 +244,33 @@ class ImagesStageParams(StrictModel):
 # --------------------------------------------------------------------------------------------
 # Stages 02-04: the CNN image encoder
 # --------------------------------------------------------------------------------------------
+class TrainingParams(BaseModel):
+    """How one CNN is trained; the defaults are the reference's optimiser and early stopping (method §4.2).
+
+    ``mixed_precision`` and ``channels_last`` act on CUDA only; the reference trained in float32.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(default=300, ge=1, description="most epochs")
+    learning_rate: float = Field(default=1e-5, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(default=5e-4, ge=0, description="Adam weight decay (1e-3 for LOTO)")
+    patience: int = Field(default=5, ge=1,
+                          description="stop after this many epochs without a better validation balanced accuracy")
+    batch_size: int = Field(default=64, ge=1, description="nuclei per training batch; the loader applies it")
+    seed: int = Field(default=1234, description="seed of torch's generator and of the flips")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
+    mixed_precision: bool = Field(default=True, description="CUDA only: bf16 autocast (fp16 + loss scaling "
+                                                            "on GPUs without bf16)")
+    channels_last: bool = Field(default=True, description="CUDA only: channels-last memory format")
+    region_window_fields: int = Field(
+        default=32, ge=1, description="region branch: fields per shuffling window (the field cache holds twice as "
+                                      "many). Batches mix fewer fields and conditions than the reference's free "
+                                      "shuffle: 0.72 of its conditions per batch at 32 (batch 32), 0.90 at 128 "
+                                      "(batch 64), on a Rohban-sized split (benchmarks/batch_mixing.py)")
+
+
+
 class ModelParams(StrictModel):
     """The image encoder (method §4.2): ResNet18 branches on the nucleus crop and the field patch around it.
 

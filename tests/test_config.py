@@ -182,3 +182,14 @@ def test_setup_stage_stops_before_training_without_the_weights(tmp_path):
     path.write_text((ROOT / "params" / "rohban.yml").read_text())
     with pytest.raises(PretrainedWeightsError, match="stages.loto.model.pretrained"):
         setup_stage("loto", "rohban", params_path=path, runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
+
+
+def test_loading_params_imports_no_deep_learning_library():
+    """Stage 00 and the runbook's --list read params files: that must not cost torch's import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, image2reg.config; "
+            "print(sorted(m for m in ('torch', 'torch_geometric', 'scanpy', 'anndata') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -37,17 +37,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from image2reg.config import TrainingParams
 from image2reg.cnn.augment import random_flips, standardize, to_unit_interval
 from image2reg.cnn.ensemble import BRANCHES
 from image2reg.layout import atomic_path, write_text_atomic
@@ -61,32 +61,6 @@ HISTORY = "history.csv"
 BEST_MODEL = "best_model.pt"
 DONE = "done.json"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy")
-
-
-class TrainingParams(BaseModel):
-    """How one CNN is trained; the defaults are the reference's optimiser and early stopping (method §4.2).
-
-    ``mixed_precision`` and ``channels_last`` act on CUDA only; the reference trained in float32.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    epochs: int = Field(default=300, ge=1, description="most epochs")
-    learning_rate: float = Field(default=1e-5, gt=0, description="Adam learning rate")
-    weight_decay: float = Field(default=5e-4, ge=0, description="Adam weight decay (1e-3 for LOTO)")
-    patience: int = Field(default=5, ge=1,
-                          description="stop after this many epochs without a better validation balanced accuracy")
-    batch_size: int = Field(default=64, ge=1, description="nuclei per training batch; the loader applies it")
-    seed: int = Field(default=1234, description="seed of torch's generator and of the flips")
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
-    mixed_precision: bool = Field(default=True, description="CUDA only: bf16 autocast (fp16 + loss scaling "
-                                                            "on GPUs without bf16)")
-    channels_last: bool = Field(default=True, description="CUDA only: channels-last memory format")
-    region_window_fields: int = Field(
-        default=32, ge=1, description="region branch: fields per shuffling window (the field cache holds twice as "
-                                      "many). Batches mix fewer fields and conditions than the reference's free "
-                                      "shuffle: 0.72 of its conditions per batch at 32 (batch 32), 0.90 at 128 "
-                                      "(batch 64), on a Rohban-sized split (benchmarks/batch_mixing.py)")
 
 
 @dataclass
