@@ -38,7 +38,7 @@ from image2reg.images.pipeline import illumination_path, preprocess_images
 from image2reg.layout import RunLayout, atomic_path, find_project_root
 from image2reg.notebook import impactful_genes
 from image2reg.stages import stage_by_name
-from image2reg.translation.evaluate import model_fit_predict
+from image2reg.translation.loto import model_fit_predict
 from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.inputs import model_block
 

@@ -46,11 +46,11 @@ from image2reg import plotting
 from image2reg.layout import atomic_path, write_text_atomic
 from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, nearest_genes, oracle_summary,
                                 setup_stage)
-from image2reg.translation.evaluate import (LotoData, baseline_ranks, grid_ranks, grid_summary, loto_predictions,
-                                            loto_ranks, model_fit_predict, nested_selection, paired_p_value,
-                                            permutation_p_value, permutation_ranks, power_summary, power_table,
-                                            random_ranks, random_topk, reference_grid, settings_grid, topk_accuracy,
-                                            topk_auc)
+from image2reg.translation.grid import grid_ranks, grid_summary, nested_selection, reference_grid, settings_grid
+from image2reg.translation.loto import (LotoData, baseline_ranks, loto_predictions, loto_ranks, model_fit_predict,
+                                        permutation_ranks, random_ranks)
+from image2reg.translation.metrics import random_topk, topk_accuracy, topk_auc
+from image2reg.translation.statistics import paired_p_value, permutation_p_value, power_summary, power_table
 from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.inputs import loto_data, model_block, profile_table
 from image2reg.data.synthetic import latent, render_query_fields, world_shifts

@@ -56,8 +56,9 @@ from image2reg.layout import RunLayout, atomic_path, write_text_atomic
 from image2reg.config import encoder_initialisation
 from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, nearest_genes, oracle_summary,
                                 setup_stage)
-from image2reg.translation.evaluate import (model_fit_predict, paired_p_value, permutation_p_value, power_summary,
-                                            power_table, random_ranks, random_topk, topk_accuracy, topk_auc)
+from image2reg.translation.loto import model_fit_predict, random_ranks
+from image2reg.translation.metrics import random_topk, topk_accuracy, topk_auc
+from image2reg.translation.statistics import paired_p_value, permutation_p_value, power_summary, power_table
 from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.transfer import (baseline_transfer_ranks, permutation_transfer_ranks, regulatory_clusters,
                                             restricted_test, transfer_predictions, transfer_ranks)

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from image2reg.translation.evaluate import model_fit_predict, permutation_p_value, topk_accuracy
+from image2reg.translation.loto import model_fit_predict
+from image2reg.translation.metrics import topk_accuracy
+from image2reg.translation.statistics import permutation_p_value
 from image2reg.translation.transfer import (baseline_transfer_ranks, permutation_transfer_ranks, regulatory_clusters,
                                             restricted_test, transfer_predictions, transfer_ranks)
 

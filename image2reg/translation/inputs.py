@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from image2reg.translation.evaluate import LotoData
+from image2reg.translation.loto import LotoData
 from image2reg.translation.features import unit_rows
 
 

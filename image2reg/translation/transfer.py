@@ -4,7 +4,7 @@ The translation is fitted once, on the *training* genes (the impactful genes of 
 the second screen also perturbed): their image embeddings from the second screen's CNN against their
 regulatory embeddings. It then predicts the regulatory embedding of every *test* gene (other interactome
 genes of the second screen, never seen by the CNN nor by the translation), and every interactome gene is
-ranked by distance to each prediction (:func:`~image2reg.translation.evaluate.distance_ranks`: 0-based,
+ranked by distance to each prediction (:func:`~image2reg.translation.metrics.distance_ranks`: 0-based,
 ties pessimistic).
 
 Baselines: the mean of all regulatory embeddings, the mean of the training genes' embeddings, random
@@ -23,7 +23,8 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from tqdm import tqdm
 
-from image2reg.translation.evaluate import FitPredict, distance_ranks
+from image2reg.translation.loto import FitPredict
+from image2reg.translation.metrics import distance_ranks
 
 
 def _check(image: pd.DataFrame, regulatory: pd.DataFrame, train: Sequence[str], test: Sequence[str]
@@ -71,7 +72,7 @@ def transfer_ranks(image: pd.DataFrame, regulatory: pd.DataFrame, train: Sequenc
     train, test
         Disjoint gene lists; the model is fitted on ``train`` (in the given order).
     fit_predict
-        ``(x_train, y_train, x_test) -> ŷ``, e.g. :func:`~image2reg.translation.evaluate.model_fit_predict`.
+        ``(x_train, y_train, x_test) -> ŷ``, e.g. :func:`~image2reg.translation.loto.model_fit_predict`.
     """
     return _ranks(transfer_predictions(image, regulatory, train, test, fit_predict).to_numpy(), regulatory,
                   list(test))
