@@ -73,12 +73,15 @@ def test_a_folder_screen_reads_into_the_image_table(tmp_path):
     (lambda f: pd.read_csv(f / "screen.csv").assign(field="one").to_csv(f / "screen.csv", index=False),
      r"column 'field' holds a value that is not a site number \(row 2: 'one'\)"),
     (lambda f: (f / "screen.csv").unlink(), r"no metadata table at .*screen.csv"),
+    (lambda f: (f / "genes.txt").write_text("GENE1\nGENE9\n"),
+     r"data.folder.gene_list: .*genes.txt: 1 of 2 listed gene\(s\) are not conditions of the screen: GENE9"),
 ])
 def test_bad_folder_screens_are_clear_errors(tmp_path, change, message):
     tiny_screen(tmp_path)
     change(tmp_path)
+    (tmp_path / "genes.txt").exists() or (tmp_path / "genes.txt").write_text("GENE1\nGENE2\n")
     with pytest.raises(FolderScreenError, match=message):
-        read_folder_screen(folder_params(), tmp_path, folds=2)
+        read_folder_screen(folder_params(gene_list="genes.txt"), tmp_path, folds=2)
 
 
 def test_many_missing_files_are_counted_and_the_first_named(tmp_path):

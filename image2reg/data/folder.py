@@ -10,7 +10,8 @@ problem is an error that names the file, the column or the rows, and the ones th
 - a mapped column the table does not have (with the columns it has);
 - a field listed twice, an empty key;
 - a control label that matches no row;
-- genes with fewer fields than the folds of the run.
+- genes with fewer fields than the folds of the run;
+- a gene list naming a gene the screen does not have.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 
 from image2reg.config import FolderParams
 from image2reg.data.cellpainting import NEGATIVE_CONTROL, ImageTableError, finish_image_table, validate_image_table
+from image2reg.data.metadata import GeneListError, check_gene_list, read_gene_list
 from image2reg.layout import RawLayout
 
 logger = logging.getLogger("image2reg")
@@ -151,6 +153,12 @@ def read_folder_screen(params: FolderParams, base: str | Path, *, folds: int) ->
                                 f"on its own fields): {_shown([f'{g} ({n})' for g, n in few.items()])}")
     if not normalized["Metadata_Control"].any():
         raise FolderScreenError(f"{metadata_path}: no field of the negative control {params.controls}")
+    if params.gene_list is not None:  # checked here, before stage 00 writes anything
+        listed_path = _resolve(params.gene_list, base)
+        try:
+            check_gene_list(read_gene_list(listed_path), normalized["Metadata_Gene"], listed_path)
+        except (GeneListError, FileNotFoundError) as error:
+            raise FolderScreenError(f"data.folder.gene_list: {error}") from error
     return normalized
 
 
