@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from image2reg.layout import RunLayout, write_text_atomic
-from image2reg.stages import Stage
+from image2reg.stages import Stage, task_label
 
 STATE_COLORS = {"complete": "#27ae60", "started": "#e67e22", "not run": "#bdc3c7"}
 
@@ -34,7 +34,7 @@ class StageState:
 
     @property
     def label(self) -> str:
-        return self.stage.id if self.fold is None else f"{self.stage.id} (fold {self.fold})"
+        return task_label(self.stage, self.fold)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ import image2reg
 from image2reg.config import ParamsError, load_params, params_path_for
 from image2reg.layout import RunLayout, find_project_root, write_text_atomic
 from image2reg.reports import write_index
-from image2reg.stages import STAGES, Stage
+from image2reg.stages import STAGES, Stage, task_label
 
 TRACEBACK_LINES = 15
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -75,7 +75,7 @@ class Task:
 
     @property
     def label(self) -> str:
-        return self.stage.id if self.fold is None else f"{self.stage.id} (fold {self.fold})"
+        return task_label(self.stage, self.fold)
 
 
 @dataclass(frozen=True)

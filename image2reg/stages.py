@@ -51,6 +51,11 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+def task_label(stage: Stage, fold: int | None) -> str:
+    """How reports and logs name one notebook execution: ``02_screen``, ``03_embeddings (fold 1)``."""
+    return stage.id if fold is None else f"{stage.id} (fold {fold})"
+
+
 def stage_by_name(name: str) -> Stage | None:
     """The stage called ``name`` (``data``), by number (``00``) or by id (``00_data``)."""
     for stage in STAGES:
