@@ -127,7 +127,7 @@ def pipeline_svg(states: Sequence[StageState]) -> str:
     """The stages as a row of boxes joined by arrows, each coloured by its state and linked to its report."""
     stages = list(dict.fromkeys(state.stage for state in states))
     by_stage = {stage: [s for s in states if s.stage == stage] for stage in stages}
-    width, height, gap = 118, 54, 22
+    width, height, gap = 108, 54, 16
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{len(stages) * (width + gap)}" height="{height + 30}" '
              f'role="img" aria-label="pipeline">']
     for i, stage in enumerate(stages):
