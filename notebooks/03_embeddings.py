@@ -41,7 +41,7 @@ from IPython.display import display
 from scipy.cluster.hierarchy import leaves_list, linkage
 
 from image2reg import plotting
-from image2reg.cnn.activity import phenotypic_activity, well_profiles
+from image2reg.cnn.activity import field_activity
 from image2reg.cnn.embed import gene_embeddings, multiclass_tasks, read_embeddings, run_embedding_tasks
 from image2reg.cnn.tasks import encoder_spec
 from image2reg.layout import atomic_path, write_text_atomic
@@ -162,22 +162,12 @@ if len(shifts) >= 5:  # UMAP needs a few points to lay out
 # done with the classical profiles of the same nuclei.
 
 # %%
-def field_activity(values: np.ndarray, obs: pd.DataFrame) -> pd.DataFrame:
-    fields, meta = well_profiles(values, obs, by=("image_path",), condition="Metadata_Gene")
-    wells = obs.groupby("image_path", observed=True)[["Metadata_Plate", "Metadata_Well"]].first()
-    meta = meta.join(wells, on="image_path")
-    reference = fields[(meta["Metadata_Gene"] == control).to_numpy()]
-    scaled = (fields - reference.mean(axis=0)) / np.where(reference.std(axis=0) > 0, reference.std(axis=0), 1)
-    return phenotypic_activity(scaled, meta["Metadata_Gene"].to_numpy(), control=control,
-                               groups=meta[["Metadata_Plate", "Metadata_Well"]], seed=ctx.seed)
-
-
 obs = nuclei.obs.reset_index(drop=True)
-activity = field_activity(np.asarray(nuclei.X), obs)
+activity = field_activity(np.asarray(nuclei.X), obs, control, seed=ctx.seed)
 profiles = pd.read_parquet(inputs.profiles).loc[obs["nucleus"].to_numpy()]
 profile_values = profiles.to_numpy(np.float64)
 profile_values = np.where(np.isfinite(profile_values), profile_values, np.nanmedian(profile_values, axis=0))
-classical = field_activity(profile_values, obs)
+classical = field_activity(profile_values, obs, control, seed=ctx.seed)
 activity = activity.join(classical[["mean_average_precision", "active"]], rsuffix="_classical")
 with atomic_path(out / "activity.parquet") as tmp:
     activity.to_parquet(tmp)

@@ -35,6 +35,7 @@ reports_dir = None
 
 # %%
 from dataclasses import replace
+from functools import partial
 
 import anndata as ad
 import matplotlib.pyplot as plt
@@ -48,8 +49,8 @@ from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, near
                                 setup_stage)
 from image2reg.translation.grid import grid_ranks, grid_summary, nested_selection, reference_grid, settings_grid
 from image2reg.translation.loto import (LotoData, baseline_ranks, loto_predictions, loto_ranks, model_fit_predict,
-                                        permutation_ranks, random_ranks)
-from image2reg.translation.metrics import random_topk, topk_accuracy, topk_auc
+                                        permutation_ranks, random_ranks, shared_regulatory)
+from image2reg.translation.metrics import curve_scores, random_topk, rank_scores, topk_accuracy, topk_auc
 from image2reg.translation.statistics import paired_p_value, permutation_p_value, power_summary, power_table
 from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.inputs import loto_data, model_block, profile_table
@@ -112,18 +113,10 @@ if params.permutation_repeats:
 # targets (exact over all sign patterns up to 16 targets).
 
 # %%
-def scores(values: np.ndarray) -> dict[str, float]:
-    accuracy = topk_accuracy(values, max_k)
-    row = {f"top{k}": accuracy[k - 1] for k in (1, 5, 10) if k <= max_k}
-    row.update({f"auc{k}": topk_auc(accuracy, k) for k in params.auc_ks if k <= max_k})
-    return row
-
-
+scores = partial(rank_scores, max_k=max_k, auc_ks=params.auc_ks)
 table = pd.DataFrame({name: scores(column.to_numpy()) for name, column in ranks.items()}).T
 random_scores = pd.DataFrame([scores(row) for row in random])
-table.loc["random gene (expected)"] = {**{f"top{k}": k / n_genes for k in (1, 5, 10) if k <= max_k},
-                                       **{f"auc{k}": topk_auc(random_topk(n_genes, max_k), k)
-                                          for k in params.auc_ks if k <= max_k}}
+table.loc["random gene (expected)"] = curve_scores(random_topk(n_genes, max_k), params.auc_ks)
 p_values = pd.DataFrame(index=table.index, columns=[f"p_random_{c}" for c in table.columns], dtype=float)
 for name in ranks:
     for column in table.columns:
@@ -210,11 +203,8 @@ if replicate_file.is_file():
     table_of = ad.read_h5ad(replicate_file)
     models = list(dict.fromkeys(table_of.obs["model"].astype(str)))
 
-    def replicate_scores(model: str) -> dict[str, float]:
-        shared = unit_rows(model_block(table_of, model).loc[genes].to_numpy())  # every target's LOTO model
-        return scores(loto_ranks(replace(data, regulatory={t: shared for t in data.targets}), fitted).to_numpy())
-
-    replicates = pd.DataFrame({model: replicate_scores(model) for model in models}).T
+    replicates = pd.DataFrame({model: scores(loto_ranks(shared_regulatory(data, model_block(table_of, model)), fitted)
+                                             .to_numpy()) for model in models}).T
     spread = replicates.agg(["mean", "min", "max"])
     display(pd.concat([replicates, spread]).round(3))
     print(f"{len(models)} autoencoder trainings: top-5 {spread.loc['mean', 'top5']:.3f} on average "

@@ -56,12 +56,12 @@ from image2reg.layout import RunLayout, atomic_path, write_text_atomic
 from image2reg.config import encoder_initialisation
 from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, nearest_genes, oracle_summary,
                                 setup_stage)
-from image2reg.translation.loto import model_fit_predict, random_ranks
-from image2reg.translation.metrics import random_topk, topk_accuracy, topk_auc
-from image2reg.translation.statistics import paired_p_value, permutation_p_value, power_summary, power_table
+from image2reg.translation.loto import model_fit_predict
+from image2reg.translation.metrics import rank_scores
+from image2reg.translation.statistics import power_summary, power_table
 from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.transfer import (baseline_transfer_ranks, permutation_transfer_ranks, regulatory_clusters,
-                                            restricted_test, transfer_predictions, transfer_ranks)
+                                            restricted_test, transfer_comparison, transfer_predictions, transfer_ranks)
 
 ctx = setup_stage("validation", dataset, params_path, fold, runs_dir, reports_dir)
 params, out, layout = ctx.stage_params, ctx.out_dir, ctx.layout
@@ -204,56 +204,15 @@ print(f"training genes per regulatory cluster: {per_cluster.to_dict()}; {len(kep
       f"clusters with ≥ {params.min_train_per_cluster} training genes")
 
 
-def curve_scores(accuracy: np.ndarray) -> dict[str, float]:
-    """Top-1/5/10, the areas under the top-k curve, and their sum (the reference's JUMP score)."""
-    row = {f"top{k}": accuracy[k - 1] for k in (1, 5, 10) if k <= max_k}
-    row.update({f"auc{k}": topk_auc(accuracy, k) for k in params.auc_ks if k <= max_k})
-    row["score"] = sum(row[f"auc{k}"] for k in params.auc_ks if k <= max_k)
-    return row
-
-
-def scores(values: np.ndarray) -> dict[str, float]:
-    return curve_scores(topk_accuracy(values, max_k))
-
-
-def evaluate(genes: list[str]) -> tuple[pd.DataFrame, dict, dict]:
-    """Scores and p-values of the methods and baselines on ``genes`` (test genes), their curves and null bands."""
-    columns = [main, "mean of all genes", "mean of training genes"]
-    table = pd.DataFrame({name: scores(ranks.loc[genes, name].to_numpy()) for name in columns}).T
-    random_curves = np.array([topk_accuracy(row, max_k)
-                              for row in random_ranks(n_genes, len(genes), params.random_repeats, ctx.seed)])
-    table.loc["random gene (expected)"] = curve_scores(random_topk(n_genes, max_k))
-    random_scores = pd.DataFrame([curve_scores(curve) for curve in random_curves])
-    for name in columns:
-        for column in ("top5", "top10", "score"):
-            if column in table:
-                table.loc[name, f"p_random_{column}"] = permutation_p_value(table.loc[name, column],
-                                                                            random_scores[column].to_numpy())
-    largest = max((k for k in params.auc_ks if k <= max_k), default=None)
-    paired = ["top5", "top10"] + ([f"auc{largest}"] if largest else [])
-    for name, key in (("mean of all genes", "mean_all"), ("mean of training genes", "train_mean")):
-        for column in (c for c in paired if c in table):  # paired on the same test genes: ahead gene by gene?
-            table.loc[main, f"p_{key}_{column}"] = paired_p_value(ranks.loc[genes, main], ranks.loc[genes, name],
-                                                                  column, seed=ctx.seed)
-    curves = {name: topk_accuracy(ranks.loc[genes, name].to_numpy(), max_k) for name in columns}
-    bands = {"random gene": tuple(np.quantile(random_curves, [0.025, 0.975], axis=0))}
-    if null is not None:
-        null_curves = np.array([topk_accuracy(row, max_k) for row in null[:, ranks.index.get_indexer(genes)]])
-        null_scores = pd.DataFrame([curve_scores(curve) for curve in null_curves])
-        for column in ("top5", "top10", "score"):
-            if column in table:
-                table.loc[main, f"p_permuted_{column}"] = permutation_p_value(table.loc[main, column],
-                                                                              null_scores[column].to_numpy())
-        bands["shuffled pairs"] = tuple(np.quantile(null_curves, [0.025, 0.975], axis=0))
-    return table, curves, bands
-
-
+# %%
 results, powers = {}, {}
 for label, genes in (("restricted", kept), ("all", test)):
     if not genes:
         print(f"{label}: no test genes")
         continue
-    table, curves, bands = evaluate(genes)
+    table, curves, bands = transfer_comparison(ranks, genes, main, n_genes, null, max_k=max_k,
+                                               auc_ks=params.auc_ks, random_repeats=params.random_repeats,
+                                               seed=ctx.seed)
     results[label] = table
     print(f"{label} test genes ({len(genes)}):")
     display(table.round(4))
@@ -298,8 +257,8 @@ if truth is not None:
     true_regulatory = pd.DataFrame(unit_rows(latent(truth.loc[interactome])), index=regulatory.index)
     genes_scored = kept or test
     oracle = pd.DataFrame({
-        label: curve_scores(topk_accuracy(transfer_ranks(x, y, train, test, fit_predict).loc[genes_scored].to_numpy(),
-                                          max_k))
+        label: rank_scores(transfer_ranks(x, y, train, test, fit_predict).loc[genes_scored].to_numpy(), max_k,
+                           params.auc_ks, score=True)
         for label, x, y in ((ORACLE_ROWS["the method"], image, regulatory),
                             (ORACLE_ROWS["true_images"], true_image, regulatory),
                             (ORACLE_ROWS["true_programs"], image, true_regulatory),

@@ -246,3 +246,20 @@ def test_errors(small: tuple[np.ndarray, list[str]]) -> None:
     with pytest.raises(ValueError, match="zero norm"):
         phenotypic_activity(broken, conditions)
     phenotypic_activity(broken, conditions, distance="euclidean", null_size=100)  # fine without a norm
+
+
+def test_field_activity_finds_the_shifted_condition_from_nucleus_values() -> None:
+    from image2reg.cnn.activity import field_activity
+
+    rng = np.random.default_rng(4)
+    rows, values = [], []
+    for gene, shift in (("EMPTY", 0.0), ("MOVED", 3.0), ("SAME", 0.0)):
+        for well in range(4):
+            for site in range(3):
+                for _ in range(5):  # nuclei of one field
+                    rows.append({"image_path": f"{gene}/{well}/{site}.tif", "Metadata_Gene": gene,
+                                 "Metadata_Plate": "P1", "Metadata_Well": f"{gene}{well}"})
+                    values.append(rng.normal(shift, 1.0, 6))
+    activity = field_activity(np.array(values), pd.DataFrame(rows), "EMPTY", seed=0)
+    assert activity.loc["MOVED", "active"] and not activity.loc["SAME", "active"]
+    assert activity.loc["MOVED", "mean_average_precision"] > 0.9 > activity.loc["SAME", "mean_average_precision"]

@@ -167,3 +167,16 @@ def test_baselines():
     assert excluded != included and list(mean_all) != excluded
     with pytest.raises(ValueError, match="unknown baseline"):
         baseline_ranks(shared, "median")
+
+
+def test_one_shared_regulatory_table_for_every_target():
+    from image2reg.translation.loto import shared_regulatory
+
+    data = random_data(n_genes=12, n_targets=4, seed=3)
+    table = pd.DataFrame(np.random.default_rng(0).normal(size=(12, 5)), index=data.genes[::-1])  # any row order
+    shared = shared_regulatory(data, table)
+    expected = table.loc[data.genes].to_numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    for target in data.targets:
+        np.testing.assert_allclose(shared.regulatory[target], expected)
+    assert shared.image.keys() == data.image.keys() and shared.targets == data.targets

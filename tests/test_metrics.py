@@ -82,3 +82,13 @@ def test_random_topk_agrees_with_simulated_random_ranks():
     mean_accuracy = np.mean([topk_accuracy(row, 50) for row in simulated], axis=0)
     np.testing.assert_allclose(mean_accuracy, expected, atol=0.015)
     assert topk_auc(expected, 20) == pytest.approx(21 / 80)  # (K + 1) / (2N)
+
+
+def test_rank_scores_of_a_report_row():
+    from image2reg.translation.metrics import curve_scores, rank_scores
+
+    row = rank_scores([0, 3, 12], 5, [3, 5, 20], score=True)  # auc20 is beyond max_k: left out
+    assert row["top1"] == pytest.approx(1 / 3) and row["top5"] == pytest.approx(2 / 3) and "top10" not in row
+    assert row["auc3"] == pytest.approx(1 / 3) and row["auc5"] == pytest.approx((3 * 1 / 3 + 2 * 2 / 3) / 5)
+    assert row["score"] == pytest.approx(row["auc3"] + row["auc5"]) and "auc20" not in row
+    assert curve_scores(random_topk(10, 5), [5]) == pytest.approx({"top1": 0.1, "top5": 0.5, "auc5": 0.3})

@@ -60,3 +60,13 @@ def test_nearest_genes_and_the_oracle_summary():
     oracle = pd.DataFrame({"top5": [0.1, 0.2, 0.3, 0.4], "auc20": 0.5}, index=list(ORACLE_ROWS.values()))
     assert oracle_summary(oracle) == {"oracle_true_images_top5": 0.2, "oracle_true_programs_top5": 0.3,
                                       "oracle_both_true_top5": 0.4}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_notebooks_define_no_functions_or_classes(script):
+    """Notebooks orchestrate: what a report computes lives in the tested package."""
+    tree = ast.parse(script.read_text())
+    defined = [f"{node.name} (line {node.lineno})" for node in ast.walk(tree)
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+               and not isinstance(node, ast.Lambda)]
+    assert not defined, f"{script.name} defines {defined}: move them into image2reg/ with a test"

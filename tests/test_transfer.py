@@ -101,3 +101,20 @@ def test_bad_gene_lists_are_refused_by_name():
         transfer_ranks(image, regulatory, ["G00", "G01"], ["NOPE"], fit_predict)
     with pytest.raises(ValueError, match="no test genes"):
         transfer_ranks(image, regulatory, ["G00", "G01"], [], fit_predict)
+
+
+def test_transfer_comparison_scores_the_method_against_its_baselines():
+    from image2reg.translation.transfer import transfer_comparison
+
+    genes = [f"G{i}" for i in range(8)]
+    ranks = pd.DataFrame({"ntk": [0] * 8, "mean of all genes": list(range(8)), "mean of training genes": [30] * 8},
+                         index=genes)
+    table, curves, bands = transfer_comparison(ranks, genes, "ntk", 40, None, max_k=10, auc_ks=[5, 10],
+                                               random_repeats=200, seed=0)
+    assert table.loc["ntk", "top5"] == 1.0 and table.loc["ntk", "score"] == pytest.approx(2.0)
+    assert table.loc["random gene (expected)", "top5"] == pytest.approx(5 / 40)
+    assert table.loc["ntk", "p_random_top5"] == pytest.approx(1 / 201)  # no random ranking does as well
+    # exact sign flips: 8 targets differ from the training mean (2⁻⁸), 3 from the mean of all genes (2⁻³)
+    assert table.loc["ntk", "p_train_mean_top5"] == pytest.approx(2 ** -8)
+    assert table.loc["ntk", "p_mean_all_top5"] == pytest.approx(2 ** -3)
+    assert set(curves) == {"ntk", "mean of all genes", "mean of training genes"} and list(bands) == ["random gene"]

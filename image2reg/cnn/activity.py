@@ -303,3 +303,21 @@ def _group_keys(groups: Sequence | np.ndarray | pd.Series | pd.DataFrame, n: int
             raise ValueError("groups has missing values")
         return pd.Series(list(groups.itertuples(index=False, name=None)), dtype=object)
     return _labels(groups, n, "groups")
+
+
+def field_activity(values: np.ndarray, obs: pd.DataFrame, control: str, seed: int = 0) -> pd.DataFrame:
+    """Phenotypic activity of each condition from field-of-view profiles.
+
+    Each field's profile is the mean of its nuclei's ``values`` (rows in the order of ``obs``, which has
+    ``image_path``, ``Metadata_Gene``, ``Metadata_Plate`` and ``Metadata_Well``), standardised against the
+    control's fields; :func:`phenotypic_activity` then retrieves each condition's fields against the
+    control's, positive pairs from different wells.
+    """
+    fields, meta = well_profiles(values, obs, by=("image_path",), condition="Metadata_Gene")
+    wells = obs.groupby("image_path", observed=True)[["Metadata_Plate", "Metadata_Well"]].first()
+    meta = meta.join(wells, on="image_path")
+    reference = fields[(meta["Metadata_Gene"] == control).to_numpy()]
+    spread = reference.std(axis=0)
+    scaled = (fields - reference.mean(axis=0)) / np.where(spread > 0, spread, 1)
+    return phenotypic_activity(scaled, meta["Metadata_Gene"].to_numpy(), control=control,
+                               groups=meta[["Metadata_Plate", "Metadata_Well"]], seed=seed)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from image2reg.translation.features import InputSettings, augment_inputs
+from image2reg.translation.features import InputSettings, augment_inputs, unit_rows
 from image2reg.translation.metrics import _check_k, distance_ranks
 from image2reg.translation.models import make_model
 
@@ -152,6 +152,13 @@ class LotoData:
 
 # --------------------------------------------------------------------------------------------------------------
 # LOTO runs and baselines
+
+
+def shared_regulatory(data: LotoData, table: pd.DataFrame) -> LotoData:
+    """The same LOTO data with one regulatory table for every target: ``table``'s rows of ``data.genes``, scaled
+    to unit length (e.g. a graph-autoencoder replicate, to see how much the scores move between trainings)."""
+    shared = unit_rows(table.loc[data.genes].to_numpy())
+    return replace(data, regulatory={target: shared for target in data.targets})
 
 
 def loto_predictions(data: LotoData, fit_predict: FitPredict) -> dict[str, np.ndarray]:

@@ -174,3 +174,20 @@ def _score_numerators(ranks: np.ndarray, ks: list[int]) -> np.ndarray:
     if common * len(ks) * int(counts.max(initial=0)) >= 2**62:  # e.g. ks = 1 … 50: exact Python integers
         counts = counts.astype(object)
     return sum(counts[:, k - 1] * (common // k) for k in ks)
+
+
+def rank_scores(ranks: np.ndarray | pd.Series | Sequence[int], max_k: int, auc_ks: Sequence[int], *,
+                score: bool = False) -> dict[str, float]:
+    """The scores of a report row: top-1/5/10 accuracy and the areas up to each ``K`` of ``auc_ks`` (those up to
+    ``max_k``), and with ``score`` their sum (the reference's JUMP selection score)."""
+    return curve_scores(topk_accuracy(ranks, max_k), auc_ks, score=score)
+
+
+def curve_scores(accuracy: np.ndarray, auc_ks: Sequence[int], *, score: bool = False) -> dict[str, float]:
+    """:func:`rank_scores` of a top-k curve (``accuracy[k - 1]`` for k = 1 … max_k), e.g. a random gene's."""
+    max_k = len(accuracy)
+    row = {f"top{k}": float(accuracy[k - 1]) for k in (1, 5, 10) if k <= max_k}
+    row.update({f"auc{k}": topk_auc(accuracy, k) for k in auc_ks if k <= max_k})
+    if score:
+        row["score"] = sum(row[f"auc{k}"] for k in auc_ks if k <= max_k)
+    return row

@@ -23,8 +23,9 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from tqdm import tqdm
 
-from image2reg.translation.loto import FitPredict
-from image2reg.translation.metrics import distance_ranks
+from image2reg.translation.loto import FitPredict, random_ranks
+from image2reg.translation.metrics import curve_scores, distance_ranks, random_topk, rank_scores, topk_accuracy
+from image2reg.translation.statistics import paired_p_value, permutation_p_value
 
 
 def _check(image: pd.DataFrame, regulatory: pd.DataFrame, train: Sequence[str], test: Sequence[str]
@@ -126,3 +127,65 @@ def restricted_test(clusters: pd.Series, train: Sequence[str], test: Sequence[st
         raise KeyError(f"genes without a cluster: {', '.join(missing[:10])}")
     counts = clusters.loc[list(train)].value_counts()
     return [gene for gene in test if counts.get(clusters[gene], 0) >= min_train]
+
+
+def transfer_comparison(ranks: pd.DataFrame, genes: Sequence[str], main: str, n_candidates: int,
+                        null: np.ndarray | None, *, max_k: int, auc_ks: Sequence[int], random_repeats: int,
+                        seed: int) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, tuple]]:
+    """Scores and p-values of the transfer and its baselines on test ``genes``, with their top-k curves and null bands.
+
+    Parameters
+    ----------
+    ranks
+        Test genes × methods: the 0-based rank of each gene under ``main`` (the translation), ``"mean of all
+        genes"`` and ``"mean of training genes"``.
+    genes
+        The test genes scored (a subset of ``ranks``' rows).
+    main
+        The translation's column.
+    n_candidates
+        Genes ranked for each test gene.
+    null
+        Ranks under shuffled image–gene pairs (repeats × all rows of ``ranks``), or None.
+    max_k, auc_ks
+        The top-k curve's length and the areas reported (:func:`~image2reg.translation.metrics.rank_scores`,
+        with their sum as ``score``).
+    random_repeats, seed
+        Random rankings of the null "random gene".
+
+    Returns
+    -------
+    table, curves, bands
+        One row per method and the expected random gene: top-k, areas, ``score``, and ``p_random_*``,
+        ``p_mean_all_*``/``p_train_mean_*`` (paired sign-flip tests of ``main`` against the baselines) and
+        ``p_permuted_*``; the methods' top-k curves; 95 % bands of the random and shuffled-pair curves.
+    """
+    columns = [main, "mean of all genes", "mean of training genes"]
+    table = pd.DataFrame({name: rank_scores(ranks.loc[genes, name].to_numpy(), max_k, auc_ks, score=True)
+                          for name in columns}).T
+    random_curves = np.array([topk_accuracy(row, max_k)
+                              for row in random_ranks(n_candidates, len(genes), random_repeats, seed)])
+    table.loc["random gene (expected)"] = curve_scores(random_topk(n_candidates, max_k), auc_ks, score=True)
+    random_scores = pd.DataFrame([curve_scores(curve, auc_ks, score=True) for curve in random_curves])
+    for name in columns:
+        for column in ("top5", "top10", "score"):
+            if column in table:
+                table.loc[name, f"p_random_{column}"] = permutation_p_value(table.loc[name, column],
+                                                                            random_scores[column].to_numpy())
+    largest = max((k for k in auc_ks if k <= max_k), default=None)
+    paired = ["top5", "top10"] + ([f"auc{largest}"] if largest else [])
+    for name, key in (("mean of all genes", "mean_all"), ("mean of training genes", "train_mean")):
+        for column in (c for c in paired if c in table):  # paired on the same test genes: ahead gene by gene?
+            table.loc[main, f"p_{key}_{column}"] = paired_p_value(ranks.loc[genes, main], ranks.loc[genes, name],
+                                                                  column, seed=seed)
+    curves = {name: topk_accuracy(ranks.loc[genes, name].to_numpy(), max_k) for name in columns}
+    bands = {"random gene": tuple(np.quantile(random_curves, [0.025, 0.975], axis=0))}
+    if null is not None:
+        null_curves = np.array([topk_accuracy(row, max_k) for row in null[:, ranks.index.get_indexer(genes)]])
+        null_scores = pd.DataFrame([curve_scores(curve, auc_ks, score=True) for curve in null_curves])
+        for column in ("top5", "top10", "score"):
+            if column in table:
+                table.loc[main, f"p_permuted_{column}"] = permutation_p_value(table.loc[main, column],
+                                                                              null_scores[column].to_numpy())
+        bands["shuffled pairs"] = tuple(np.quantile(null_curves, [0.025, 0.975], axis=0))
+    return table, curves, bands
