@@ -67,6 +67,5 @@ def test_notebooks_define_no_functions_or_classes(script):
     """Notebooks orchestrate: what a report computes lives in the tested package."""
     tree = ast.parse(script.read_text())
     defined = [f"{node.name} (line {node.lineno})" for node in ast.walk(tree)
-               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
-               and not isinstance(node, ast.Lambda)]
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     assert not defined, f"{script.name} defines {defined}: move them into image2reg/ with a test"
