@@ -29,7 +29,8 @@ import torch
 from image2reg.cnn.datasets import NucleusBatches, RegionCutter
 from image2reg.cnn.ensemble import ImageEnsemble
 from image2reg.cnn.splits import FIELD, TEST, TRAIN, VAL
-from image2reg.cnn.train import TrainingParams, TrainingResult, predict, resolve_device, train_model
+from image2reg.cnn.train import TrainingParams, TrainingResult, predict, train_model
+from image2reg.devices import resolve_device
 from image2reg.execute import ExecutionParams, map_tasks
 from image2reg.layout import write_text_atomic
 

@@ -47,9 +47,10 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from image2reg.config import TrainingParams
 from image2reg.cnn.augment import random_flips, standardize, to_unit_interval
 from image2reg.cnn.ensemble import BRANCHES
+from image2reg.config import TrainingParams
+from image2reg.devices import resolve_device
 from image2reg.layout import atomic_path, write_text_atomic
 
 logger = logging.getLogger("image2reg")
@@ -90,16 +91,6 @@ class TrainingResult:
     stopped_early: bool
     resumed_from: int | None = None
     reused: bool = False
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` → ``cuda`` when a GPU is visible, else ``cpu``; other names as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no GPU is visible to torch")
-    return device
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> Tensor:

@@ -40,6 +40,7 @@ from torch_geometric.utils import negative_sampling
 from tqdm import tqdm
 
 from image2reg.config import GaeParams
+from image2reg.devices import resolve_device
 
 #: Offsets added to the run's seed for the independently initialised heads (see :func:`train_gae`).
 FEATURE_DECODER_SEED_OFFSET = 1
@@ -313,14 +314,6 @@ def _isolated(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
         return factory()
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
-    return torch.device(name)
-
-
 def _objective(model: _Model, x: Tensor, edge_index: Tensor, pos: Tensor, neg: Tensor, targets: Tensor | None,
                labelled: Tensor | None, params: GaeParams) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Weighted total loss, latent codes and unweighted loss parts of one full-graph pass."""
@@ -380,7 +373,7 @@ def train_gae(features: np.ndarray, edges: np.ndarray, params: GaeParams, labels
         raise ValueError(f"{len(edges)} edges are too few to split: val_fraction={params.val_fraction} and "
                          f"test_fraction={params.test_fraction} need at least {needed} edges for ≥ 1 training, "
                          f"validation and test edge")
-    device = _device(params.device)
+    device = resolve_device(params.device)
     use_classifier = labels is not None and params.gamma > 0 and bool((labels >= 0).any())
     edge_tensor = torch.from_numpy(edges).t()
     full_edge_index = torch.cat([edge_tensor, edge_tensor.flip(0)], dim=1)
