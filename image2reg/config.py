@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from image2reg.execute import ExecutionParams
+from image2reg.layout import resolve_path
 from image2reg.stages import STAGES, stage_by_name
 
 
@@ -832,10 +833,7 @@ def resolve_pretrained(params: RunParams, stage: str) -> RunParams:
 
 def params_relative(params: RunParams, value: str) -> Path:
     """A path given in a params file: absolute, or relative to the params file's folder."""
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = (params.source_path.parent if params.source_path else Path.cwd()) / path
-    return path.resolve()
+    return resolve_path(value, params.source_path.parent if params.source_path else Path.cwd())
 
 
 def encoder_initialisation(model: ModelParams) -> str:

@@ -121,6 +121,12 @@ class RunLayout:
         return self.root / ".manifests" / f"{self.task_name(stage, fold)}.json"
 
 
+def resolve_path(value: str | Path, base: str | Path) -> Path:
+    """A path a user gave: ``~`` expanded, and relative to ``base`` unless absolute."""
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else Path(base) / path).resolve()
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds.

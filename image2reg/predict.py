@@ -74,9 +74,7 @@ def query_fields(images: str | Path) -> pd.DataFrame:
     if not paths:
         raise FileNotFoundError(f"{folder}: no .tif/.tiff fields of view found")
     for path in paths:
-        image = read_field(path)
-        if image.ndim != 2:  # read_field squeezes; a colour image keeps its channel axis
-            raise ImageReadError(f"{path} is not a single-channel field")
+        read_field(path)  # refuses an unreadable, colour or multi-plane file, naming it
     return pd.DataFrame({"Metadata_Plate": QUERY_PLATE, "Metadata_Well": "q01",
                          "Metadata_Site": np.arange(1, len(paths) + 1), "Metadata_Gene": "query",
                          "image_path": [str(p.resolve()) for p in paths]})

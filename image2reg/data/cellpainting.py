@@ -368,11 +368,10 @@ def load_data_fields(load_data: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ImageTableError(f"not a LoadData table with a DNA channel: it lacks {missing}")
     keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", f"FileName_Orig{channel}"]
-    empty = load_data[keys].isna() | (load_data[keys].astype(str).apply(lambda column: column.str.strip()) == "")
-    if empty.any(axis=None):
-        row = int(np.flatnonzero(empty.any(axis=1))[0])
-        raise ImageTableError(f"LoadData table: {int(empty.any(axis=1).sum())} rows lack "
-                              f"{[c for c in keys if empty[c].iat[row]]} (first: row {row} of the table, plate "
+    empty = empty_values(load_data, keys)
+    if empty is not None:
+        count, row, columns = empty
+        raise ImageTableError(f"LoadData table: {count} rows lack {columns} (first: row {row} of the table, plate "
                               f"{load_data['Metadata_Plate'].iat[row]}, well {load_data['Metadata_Well'].iat[row]})")
     twice = load_data.duplicated(keys[:3])
     if twice.any():
@@ -636,15 +635,25 @@ def write_image_table(table: pd.DataFrame, raw: RawLayout) -> Path:
     return raw.image_metadata
 
 
+def empty_values(table: pd.DataFrame, columns: Sequence[str]) -> tuple[int, int, list[str]] | None:
+    """Rows of ``table`` without a value (missing, blank or the text ``nan``) in one of ``columns``:
+    ``(how many, the first one's position, its empty columns)``, or None when every row is filled."""
+    values = table[list(columns)]
+    empty = values.isna() | values.astype(str).apply(lambda column: column.str.strip()).isin(["", "nan"])
+    rows = np.flatnonzero(empty.any(axis=1))
+    if not len(rows):
+        return None
+    return len(rows), int(rows[0]), [c for c in columns if empty[c].iat[rows[0]]]
+
+
 def validate_image_table(table: pd.DataFrame, path: Path) -> None:
     """Raise :class:`ImageTableError` (naming ``path`` and the first row) for rows without a key or a file
     name, and for fields listed twice."""
     keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_Gene", "Metadata_FileName"]
-    empty = table[keys].isna() | table[keys].isin(["", "nan"])
-    if empty.any(axis=None):
-        row = int(np.flatnonzero(empty.any(axis=1))[0])
-        columns = [c for c in keys if empty[c].iat[row]]
-        raise ImageTableError(f"{path}: {int(empty.any(axis=1).sum())} rows lack {columns} "
+    empty = empty_values(table, keys)
+    if empty is not None:
+        count, row, columns = empty
+        raise ImageTableError(f"{path}: {count} rows lack {columns} "
                               f"(first: row {row + 2} of the file)")
     duplicated = table.duplicated(["Metadata_Plate", "Metadata_Well", "Metadata_Site"])
     if duplicated.any():
@@ -743,7 +752,8 @@ def plan_downloads(dataset: str, raw: RawLayout, *, subset: Mapping[str, Any] | 
     source.check(gallery.prefix + "/")
 
     if fields is not None and dataset != "rohban":
-        raise ValueError("a table of fields to plan from is for the rohban dataset; JUMP plans from its LoadData tables")
+        raise ValueError("a table of fields to plan from is for the rohban dataset; "
+                         "JUMP plans from its LoadData tables")
     if fields is not None:
         chosen = _choose_plates(plates_wanted, sorted(fields["Metadata_Plate"].astype(str).unique()), "rohban")
         images = fields[fields["Metadata_Plate"].astype(str).isin(chosen)].copy()

@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from image2reg.config import FolderParams
-from image2reg.data.cellpainting import NEGATIVE_CONTROL, ImageTableError, finish_image_table, validate_image_table
-from image2reg.data.metadata import GeneListError, check_gene_list, read_gene_list
-from image2reg.layout import RawLayout
+from image2reg.data.cellpainting import (NEGATIVE_CONTROL, ImageTableError, empty_values, finish_image_table,
+                                        validate_image_table)
+from image2reg.data.metadata import GeneListError, check_gene_list, read_gene_list, shown_list
+from image2reg.layout import RawLayout, resolve_path
 
 logger = logging.getLogger("image2reg")
 
@@ -35,16 +36,10 @@ LINKED_INPUTS = {"ppi": "ppi/ppi_costs.tsv", "bulk_expression": "expression/bulk
                  "bulk_sample_info": "expression/bulk_sample_info.csv", "gene_sets": "genesets/genesets.gmt",
                  "gene_list": "genesets/screen_genes.txt"}
 SINGLE_CELL_STEM = "expression/scrnaseq_counts"
-_SHOWN = 5
 
 
 class FolderScreenError(ValueError):
     """A folder screen that cannot be used; the message names the file, the columns or the rows."""
-
-
-def _resolve(value: str, base: Path) -> Path:
-    path = Path(value).expanduser()
-    return (path if path.is_absolute() else base / path).resolve()
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -56,10 +51,6 @@ def _read_table(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, sep=None, engine="python")
     except (ValueError, OSError) as error:
         raise FolderScreenError(f"cannot read the metadata table {path}: {error}") from error
-
-
-def _shown(values: list[str]) -> str:
-    return ", ".join(values[:_SHOWN]) + (f" ... ({len(values)} in all)" if len(values) > _SHOWN else "")
 
 
 def read_folder_screen(params: FolderParams, base: str | Path, *, folds: int) -> pd.DataFrame:
@@ -87,8 +78,8 @@ def read_folder_screen(params: FolderParams, base: str | Path, *, folds: int) ->
         For each problem listed in the module's docstring.
     """
     base = Path(base)
-    metadata_path = _resolve(params.metadata, base)
-    images_dir = _resolve(params.images, base)
+    metadata_path = resolve_path(params.metadata, base)
+    images_dir = resolve_path(params.images, base)
     if not images_dir.is_dir():
         raise FolderScreenError(f"the images folder {images_dir} does not exist")
     table = _read_table(metadata_path)
@@ -101,11 +92,11 @@ def read_folder_screen(params: FolderParams, base: str | Path, *, folds: int) ->
         raise FolderScreenError(f"{metadata_path} has no column(s) {absent} named in data.folder.columns; its columns "
                                 f"are: {', '.join(map(str, table.columns))}")
     keys = [c for c in (columns.file, columns.plate, columns.well, columns.site, columns.perturbation) if c]
-    empty = table[keys].isna() | (table[keys].apply(lambda c: c.astype(str).str.strip()) == "")
-    if empty.any(axis=None):
-        rows = np.flatnonzero(empty.any(axis=1))
-        raise FolderScreenError(f"{metadata_path}: {len(rows)} rows lack a value in {[c for c in keys if empty[c].any()]} "
-                                f"(first: row {rows[0] + 2} of the file)")
+    empty = empty_values(table, keys)
+    if empty is not None:
+        count, row, missing = empty
+        raise FolderScreenError(f"{metadata_path}: {count} rows lack a value in {missing} "
+                                f"(first: row {row + 2} of the file)")
     site = (pd.to_numeric(table[columns.site], errors="coerce") if columns.site
             else pd.Series(1, index=table.index))
     if site.isna().any():
@@ -117,10 +108,10 @@ def read_folder_screen(params: FolderParams, base: str | Path, *, folds: int) ->
     if unmatched:
         present = sorted(set(label))
         raise FolderScreenError(f"{metadata_path}: control label(s) {unmatched} match no row of column "
-                                f"{columns.perturbation!r} (its values: {_shown(present)})")
+                                f"{columns.perturbation!r} (its values: {shown_list(present)})")
     negative = label.isin(params.controls)
     files = table[columns.file].astype(str).str.strip()
-    paths = [str(_resolve(name, images_dir)) for name in files]
+    paths = [str(resolve_path(name, images_dir)) for name in files]
     normalized = pd.DataFrame({
         "Metadata_Plate": table[columns.plate].astype(str).str.strip(),
         "Metadata_Well": table[columns.well].astype(str).str.strip(),
@@ -135,8 +126,8 @@ def read_folder_screen(params: FolderParams, base: str | Path, *, folds: int) ->
     for column in columns.extra:
         normalized[f"Metadata_{column}"] = table[column].to_numpy()
     if params.masks is not None:
-        masks_dir = _resolve(params.masks, base)
-        normalized["Metadata_MaskPathName"] = [str(_resolve(name, masks_dir)) for name in files]
+        masks_dir = resolve_path(params.masks, base)
+        normalized["Metadata_MaskPathName"] = [str(resolve_path(name, masks_dir)) for name in files]
     try:
         normalized = finish_image_table(normalized)
         validate_image_table(normalized, metadata_path)
@@ -144,17 +135,17 @@ def read_folder_screen(params: FolderParams, base: str | Path, *, folds: int) ->
         raise FolderScreenError(str(error)) from error
     _check_files(normalized["Metadata_PathName"], f"image files of {metadata_path} under {images_dir}")
     if params.masks is not None:
-        _check_files(normalized["Metadata_MaskPathName"], f"mask files under {_resolve(params.masks, base)}")
+        _check_files(normalized["Metadata_MaskPathName"], f"mask files under {resolve_path(params.masks, base)}")
     genes = normalized.loc[normalized["Metadata_ControlType"].isna(), "Metadata_Gene"]
     per_gene = genes.value_counts()
     few = per_gene[per_gene < folds]
     if len(few):
         raise FolderScreenError(f"{len(few)} gene(s) have fewer fields than the run's {folds} folds (each fold tests "
-                                f"on its own fields): {_shown([f'{g} ({n})' for g, n in few.items()])}")
+                                f"on its own fields): {shown_list([f'{g} ({n})' for g, n in few.items()])}")
     if not normalized["Metadata_Control"].any():
         raise FolderScreenError(f"{metadata_path}: no field of the negative control {params.controls}")
     if params.gene_list is not None:  # checked here, before stage 00 writes anything
-        listed_path = _resolve(params.gene_list, base)
+        listed_path = resolve_path(params.gene_list, base)
         try:
             check_gene_list(read_gene_list(listed_path), normalized["Metadata_Gene"], listed_path)
         except (GeneListError, FileNotFoundError) as error:
@@ -165,7 +156,7 @@ def read_folder_screen(params: FolderParams, base: str | Path, *, folds: int) ->
 def _check_files(paths: pd.Series, what: str) -> None:
     missing = [path for path in paths if not os.path.isfile(path)]
     if missing:
-        raise FolderScreenError(f"{len(missing)} of {len(paths)} {what} are missing: {_shown(missing)}")
+        raise FolderScreenError(f"{len(missing)} of {len(paths)} {what} are missing: {shown_list(missing)}")
 
 
 def link_inputs(params: FolderParams, base: str | Path, raw: RawLayout) -> dict[str, Path]:
@@ -185,7 +176,8 @@ def link_inputs(params: FolderParams, base: str | Path, raw: RawLayout) -> dict[
         suffix = ".h5ad" if params.single_cell.endswith(".h5ad") else ".csv.gz" if params.single_cell.endswith(".gz") \
             else ".csv"
         targets["single_cell"] = (SINGLE_CELL_STEM + suffix, params.single_cell)
-    sources = {key: (relative, _resolve(value, base)) for key, (relative, value) in targets.items() if value is not None}
+    sources = {key: (relative, resolve_path(value, base)) for key, (relative, value) in targets.items()
+               if value is not None}
     absent = [f"data.folder.{key}: {source} does not exist" for key, (_, source) in sources.items()
               if not source.is_file()]
     if absent:  # every input is checked before the first link is made

@@ -33,6 +33,7 @@ from image2reg.data.cellpainting import (
     NEGATIVE_CONTROL,
     ROHBAN_COLUMNS,
     ImageTableError,
+    empty_values,
     jump_labels,
     normalize_rohban_metadata,
     validate_image_table,
@@ -68,6 +69,12 @@ class Reading:
 
     table: pd.DataFrame
     dropped: pd.DataFrame
+
+
+def shown_list(values: Sequence[str], first: int = 5) -> str:
+    """The first values of a list for a message or a table cell, and how many there are when some are left out."""
+    values = list(values)
+    return ", ".join(values[:first]) + (f" ... ({len(values)} in all)" if len(values) > first else "")
 
 
 def _drops(counts: dict[str, int]) -> pd.DataFrame:
@@ -130,10 +137,14 @@ def check_gene_list(genes: Sequence[str], conditions: Iterable[str], path: str |
     absent = [gene for gene in genes if gene not in available]
     if absent:
         raise GeneListError(f"{path}: {len(absent)} of {len(genes)} listed gene(s) are not conditions of the screen: "
-                            f"{', '.join(absent[:20])}{' ...' if len(absent) > 20 else ''}")
+                            f"{shown_list(absent, 20)}")
+    _refuse_control(genes, control, path)
+    return list(genes)
+
+
+def _refuse_control(genes: Sequence[str], control: str, path: str | Path) -> None:
     if control in genes:
         raise GeneListError(f"{path} lists the control {control!r}: the list names the genes screened against it")
-    return list(genes)
 
 
 def genes_to_screen(conditions: Iterable[str], constructs: Iterable[str], gene_list: str | Path | None, *,
@@ -163,8 +174,7 @@ def genes_to_screen(conditions: Iterable[str], constructs: Iterable[str], gene_l
     if gene_list is None or not Path(gene_list).is_file():
         return sorted(conditions - set(constructs) - {control}), []
     listed = read_gene_list(gene_list)
-    if control in listed:
-        raise GeneListError(f"{gene_list} lists the control {control!r}: the list names the genes screened against it")
+    _refuse_control(listed, control, gene_list)
     return sorted(g for g in listed if g in conditions), [g for g in listed if g not in conditions]
 
 
@@ -187,9 +197,8 @@ def overlap_table(available: Iterable[str], lists: dict[str, Sequence[str] | str
             rows.append({"list": name, "n_reference": None, "n_shared": None, "missing": genes})
             continue
         overlap = gene_overlap(available, genes)
-        shown = ", ".join(overlap["missing"][:15]) + (" ..." if len(overlap["missing"]) > 15 else "")
         rows.append({"list": name, "n_reference": overlap["n_reference"], "n_shared": overlap["n_shared"],
-                     "missing": shown})
+                     "missing": shown_list(overlap["missing"], 15)})
     return pd.DataFrame(rows, columns=["list", "n_reference", "n_shared", "missing"])
 
 
@@ -241,11 +250,10 @@ def read_rohban_metadata(path: str | Path, *, plates: Sequence[str] = ROHBAN_PLA
         row = int(np.flatnonzero(unknown)[0])
         raise ImageTableError(f"{path}: {int(unknown.sum())} rows name a plate that is not a Rohban plate (first: row "
                               f"{row + 2}, plate {plate.iat[row]!r}; the plates are {', '.join(plates)})")
-    empty = raw[list(ROHBAN_COLUMNS)].isna() | raw[list(ROHBAN_COLUMNS)].astype(str).apply(lambda c: c.str.strip() == "")
-    if empty.any(axis=None):
-        row = int(np.flatnonzero(empty.any(axis=1))[0])
-        raise ImageTableError(f"{path}: {int(empty.any(axis=1).sum())} rows lack "
-                              f"{[c for c in ROHBAN_COLUMNS if empty[c].iat[row]]} (first: row {row + 2} of the file)")
+    empty = empty_values(raw, ROHBAN_COLUMNS)
+    if empty is not None:
+        count, row, columns = empty
+        raise ImageTableError(f"{path}: {count} rows lack {columns} (first: row {row + 2} of the file)")
     raw["Image_Metadata_Well"] = raw["Image_Metadata_Well"].str.strip().str.lower()
     try:
         table = normalize_rohban_metadata(raw)
@@ -340,7 +348,8 @@ def attach_idr_file_names(images: pd.DataFrame, screens: Sequence[str | Path], *
     if absent.any():
         first = merged[absent].iloc[0]
         raise ImageTableError(f"{int(absent.sum())} fields are not in the IDR screen files (first: plate "
-                              f"{first['Metadata_Plate']}, well {first['Metadata_Well']}, site {first['Metadata_Site']})")
+                              f"{first['Metadata_Plate']}, well {first['Metadata_Well']}, "
+                              f"site {first['Metadata_Site']})")
     differ = merged[column] != merged["Metadata_FileName"]
     if differ.any():
         first = merged[differ].iloc[0]
@@ -461,7 +470,8 @@ def inventory(images: pd.DataFrame, *, outliers: pd.Series | None = None,
         for role, n in images["Metadata_ASSAY_WELL_ROLE"].value_counts().sort_index().items():
             rows.append((f"role {role} fields", int(n)))
     for flag in sorted(c for c in images.columns if c.startswith("Metadata_QCFlag_")):
-        rows.append((f"published {flag.removeprefix('Metadata_QCFlag_')} flags", int(pd.to_numeric(images[flag]).sum())))
+        flagged = int(pd.to_numeric(images[flag]).sum())
+        rows.append((f"published {flag.removeprefix('Metadata_QCFlag_')} flags", flagged))
     if outliers is not None:
         rows.append(("outlier fields left out (params qc.outlier_*)", int(np.asarray(outliers, bool).sum())))
     for reason, n in (dropped.itertuples(index=False) if dropped is not None else ()):
