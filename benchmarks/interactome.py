@@ -23,6 +23,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from image2reg.data import ppi
+from image2reg.network import pruning
 from image2reg.network.pcst import beta_sweep, node_prizes, select_beta, spearman_edge_costs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,20 +59,20 @@ def main() -> None:
     print(f"    {len(genes)} nodes, {len(edges)} edges")
     expressed = genes[rng.random(len(genes)) < 0.62]  # the reference kept ~61 % of PPI genes
     targets = list(rng.choice(expressed, args.targets, replace=False))
-    universe = clock.time("gene universe + largest component", lambda: ppi.largest_component(
-        ppi.restrict_to_genes(edges, expressed)))
+    universe = clock.time("gene universe + largest component", lambda: pruning.largest_component(
+        pruning.restrict_to_genes(edges, expressed)))
     cutoffs = np.round(np.arange(0.0, 1.0, 0.001), 3)
-    scan = clock.time(f"confidence scan ({len(cutoffs)} cut-offs)", ppi.confidence_scan, universe, cutoffs, targets)
+    scan = clock.time(f"confidence scan ({len(cutoffs)} cut-offs)", pruning.confidence_scan, universe, cutoffs, targets)
     full = scan["targets_covered"].max()
     cutoff = float(scan.loc[scan["targets_covered"] == full, "cutoff"].min())
-    pruned = ppi.prune_confidence(universe, cutoff)
+    pruned = pruning.prune_confidence(universe, cutoff)
     quantiles = np.round(np.arange(0.99, 1.0, 0.001), 3)
-    hubs = clock.time(f"hub scan ({len(quantiles)} quantiles)", ppi.hub_scan, pruned, quantiles, targets)
+    hubs = clock.time(f"hub scan ({len(quantiles)} quantiles)", pruning.hub_scan, pruned, quantiles, targets)
     quantile = float(hubs.loc[hubs["targets_covered"] == hubs["targets_covered"].max(), "quantile"].min())
-    network, removed = ppi.prune_hubs(pruned, quantile, targets)
+    network, removed = pruning.prune_hubs(pruned, quantile, targets)
     nodes = pd.Index(sorted(set(network["gene1"]) | set(network["gene2"])))
     print(f"    cut-off {cutoff}, hub quantile {quantile} ({len(removed)} hubs): {len(nodes)} nodes, "
-          f"{len(network)} edges, {ppi.summarize(network, targets)['targets_covered']} of {len(targets)} targets")
+          f"{len(network)} edges, {pruning.summarize(network, targets)['targets_covered']} of {len(targets)} targets")
     expression = rng.poisson(rng.gamma(0.5, 2.0, len(nodes)), size=(args.cells, len(nodes))).astype(np.float32)
     index = np.column_stack([nodes.get_indexer(network["gene1"]), nodes.get_indexer(network["gene2"])])
     costs = clock.time(f"Spearman costs of all {len(index)} edges", spearman_edge_costs, np.log1p(expression), index)
@@ -100,7 +101,7 @@ def main() -> None:
     print(f"  spearmanr per edge: {loop:8.1f} s  (vectorised {spearman_seconds:.2f} s: {loop / spearman_seconds:.0f}x)")
     start = time.perf_counter()
     for value in cutoffs[::100]:
-        ppi.summarize(ppi.prune_confidence(universe, value), targets)
+        pruning.summarize(pruning.prune_confidence(universe, value), targets)
     per_cutoff = (time.perf_counter() - start) / len(cutoffs[::100]) * len(cutoffs)
     scan_seconds = dict(clock.rows)[f"confidence scan ({len(cutoffs)} cut-offs)"]
     print(f"  prune per cut-off:  {per_cutoff:8.1f} s  "

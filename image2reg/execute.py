@@ -1,4 +1,4 @@
-"""Where independent tasks run: in this process, a local process pool, or a Dask cluster.
+"""Where independent tasks run (this process, a local process pool, or a Dask cluster), and each only once.
 
 Every long stage (image preprocessing, the specificity screen) is a list of independent tasks whose
 results land on disk. :func:`map_tasks` runs such a list with one progress bar, whatever the backend:
@@ -7,19 +7,29 @@ results land on disk. :func:`map_tasks` runs such a list with one progress bar, 
 - ``processes``: a local process pool (the default);
 - ``dask``: a Dask cluster, a fresh ``LocalCluster`` or the scheduler at ``dask_address`` (e.g. one
   started by ``dask-jobqueue`` on SLURM). Workers must see the same file system as this process.
+
+A task with a folder (a CNN or graph autoencoder model) is run by :func:`run_once`: a folder holding
+``done.json`` returns its metrics without doing anything; otherwise the task runs, and ``metrics.json``
+then ``done.json`` are written atomically when it finishes. :func:`run_tasks` sends only the unfinished
+tasks of a list to :func:`map_tasks`, so a rerun after an interruption does only what is missing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
+
+from image2reg.layout import TaskFiles, write_text_atomic
 
 logger = logging.getLogger("image2reg")
 
@@ -131,3 +141,63 @@ def _dask(function: Callable[[Any], Any], tasks: Sequence[Any], workers: int,
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Let torch use ``threads`` threads inside the block (None: leave it as it is)."""
+    import torch  # here, not at the top: params and the runbook import this module without torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_once(folder: str | Path, compute: Callable[[], dict[str, Any]], threads: int | None = None) -> dict[str, Any]:
+    """The metrics of a finished task folder, or ``compute()`` run and recorded as finished.
+
+    Parameters
+    ----------
+    folder
+        The task's folder; ``done.json`` there marks it finished.
+    compute
+        Does the work and returns JSON-able metrics; it may leave other files in ``folder``.
+    threads
+        Threads torch may use while ``compute`` runs.
+    """
+    done = Path(folder) / TaskFiles.DONE
+    if done.exists():
+        return json.loads(done.read_text())
+    with torch_threads(threads):
+        metrics = compute()
+    text = json.dumps(metrics, indent=2) + "\n"
+    write_text_atomic(Path(folder) / TaskFiles.METRICS, text)
+    write_text_atomic(done, text)
+    return metrics
+
+
+def run_tasks(function: Callable[[Any], dict[str, Any]], tasks: Sequence[Any], execution: ExecutionParams | None,
+              *, progress_bar: bool = True, desc: str = "models") -> list[dict[str, Any]]:
+    """Metrics of every task, in order: finished ones (``<task.folder>/done.json``) read, the others run.
+
+    Only unfinished tasks are sent to ``execution`` (this process, a pool or a Dask cluster), so a
+    rerun after an interruption trains only what is missing.
+    """
+    rows: list[dict[str, Any] | None] = [None] * len(tasks)
+    pending = []
+    for position, task in enumerate(tasks):
+        done = Path(task.folder) / TaskFiles.DONE
+        if done.exists():
+            rows[position] = json.loads(done.read_text())
+        else:
+            pending.append(position)
+    logger.info("%s: %d of %d tasks already done, running %d", desc, len(tasks) - len(pending), len(tasks),
+                len(pending))
+    for index, metrics in map_tasks(function, [tasks[position] for position in pending], execution,
+                                    progress_bar=progress_bar, desc=desc, unit="model"):
+        rows[pending[index]] = metrics
+    return rows

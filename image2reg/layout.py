@@ -6,6 +6,11 @@
     runs/<dataset>/<NN>_<stage>/[fold-k/]   artifacts of a stage (the only hand-off between stages)
     runs/<dataset>/.manifests/              what the runbook knows about each finished stage
     reports/<dataset>/<NN>_<stage>[__fold-k].ipynb (+ .html)   executed notebooks
+
+Every artifact file name is spelled here once: :data:`STAGE_FILES` (what each stage writes into its
+folder, reached with :meth:`RunLayout.artifact` or :func:`artifact_name`), :class:`TaskFiles` (the
+files of one model's task folder) and :class:`RawLayout` (the raw inputs and a synthetic world's
+truth). A test keeps these names out of every other module and notebook.
 """
 
 from __future__ import annotations
@@ -21,6 +26,68 @@ from image2reg.stages import Stage, stage_by_name
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+#: What each derived stage writes into its folder: stage name → {key: file or folder name}.
+STAGE_FILES: dict[str, dict[str, str]] = {
+    "images": {"images": "images.parquet", "nuclei": "nuclei.parquet", "nuclei_dropped": "nuclei_dropped.parquet",
+               "crops": "nuclei.zarr", "shards": "shards", "illumination": "illumination", "summary": "summary.json"},
+    "screen": {"profiles": "profiles.parquet", "models": "models", "skipped_genes": "skipped_genes.parquet",
+               "screen_results": "screen_results.parquet", "specificity": "specificity.parquet",
+               "impactful_genes": "impactful_genes.txt", "truth_check": "truth_check.json", "summary": "summary.json"},
+    "embeddings": {"models": "models", "metrics": "metrics.parquet", "nucleus_embeddings": "nucleus_embeddings.h5ad",
+                   "gene_embeddings": "gene_embeddings.h5ad", "activity": "activity.parquet", "summary": "summary.json"},
+    "loto": {"models": "models", "metrics": "metrics.parquet", "gene_embeddings_loto": "gene_embeddings_loto.h5ad",
+             "summary": "summary.json"},
+    "interactome": {"graphml": "interactome.graphml", "nodes": "nodes.parquet", "edges": "edges.parquet",
+                    "beta_sweep": "beta_sweep.parquet", "enrichment": "enrichment.parquet",
+                    "interactome_genes": "interactome_genes.txt", "summary": "summary.json"},
+    "regulatory": {"models": "models", "metrics": "metrics.parquet", "all_genes": "all",
+                   "regulatory_embeddings": "regulatory_embeddings.h5ad",
+                   "regulatory_embeddings_loto": "regulatory_embeddings_loto.h5ad",
+                   "regulatory_embeddings_replicates": "regulatory_embeddings_replicates.h5ad",
+                   "summary": "summary.json"},
+    "translation": {"ranks": "ranks.parquet", "grid": "grid.parquet", "queries": "queries",
+                    "queries_work": "queries_work", "predict_held_out": "predict_held_out.parquet",
+                    "summary": "summary.json"},
+    "validation": {"images": "images", "screen": "screen", "models": "models", "gene_embeddings": "gene_embeddings.h5ad",
+                   "ranks": "ranks.parquet", "summary": "summary.json"},
+}
+
+
+#: Raw inputs in the project's own layout (the synthetic world, a folder screen, and the image metadata and gene
+#: list of every source), relative to the raw folder; the published files of Rohban and JUMP keep their own names
+#: (:data:`image2reg.data.raw.RAW_INPUTS`).
+RAW_FILES: dict[str, str] = {
+    "image_metadata": "metadata/images.csv", "scrnaseq": "expression/scrnaseq_counts.h5ad",
+    "bulk_expression": "expression/bulk_expression.csv", "bulk_sample_info": "expression/bulk_sample_info.csv",
+    "ppi": "ppi/ppi_costs.tsv", "genesets": "genesets/genesets.gmt", "screen_genes": "genesets/screen_genes.txt",
+}
+
+
+def artifact_name(stage: str, key: str) -> str:
+    """The file (or folder) name of artifact ``key`` of ``stage``, e.g. ``("images", "nuclei")`` → ``nuclei.parquet``."""
+    files = STAGE_FILES.get(stage)
+    if files is None:
+        raise KeyError(f"no stage '{stage}' writes artifacts; stages: {', '.join(STAGE_FILES)}")
+    if key not in files:
+        raise KeyError(f"stage '{stage}' has no artifact '{key}'; it has: {', '.join(files)}")
+    return files[key]
+
+
+class TaskFiles:
+    """Names inside a task folder (one CNN, one graph autoencoder) and its training folder."""
+
+    DONE = "done.json"  #: written last: the task is finished (its content: the task's metrics)
+    METRICS = "metrics.json"
+    TRAINING = "training"  #: a CNN's checkpoint folder inside the task folder
+    CHECKPOINT = "checkpoint.pt"
+    BEST_MODEL = "best_model.pt"
+    HISTORY = "history.csv"
+    EMBEDDINGS = "embeddings.h5ad"  #: a CNN task's nucleus embeddings
+    GAE_EMBEDDINGS = "embeddings.npy"  #: a graph autoencoder task's gene embeddings
+    GAE_HISTORY = "history.parquet"
+    SHARD_DONE = "done"  #: marks a finished shard of stage 01
+    SHARD_CROPS = "crops.npy"
 
 
 def find_project_root(start: str | Path | None = None) -> Path:
@@ -48,11 +115,17 @@ class RawLayout:
         """Nuclear label masks named like their image, ``masks/<plate>/<file name>``, when supplied."""
         return self.root / "masks"
 
+    def file(self, key: str) -> Path:
+        """The raw input ``key`` of :data:`RAW_FILES` (the project's own layout)."""
+        if key not in RAW_FILES:
+            raise KeyError(f"no raw input '{key}' in the project's layout; known: {', '.join(RAW_FILES)}")
+        return self.root / RAW_FILES[key]
+
     @property
     def image_metadata(self) -> Path:
         """One row per field of view: ``Metadata_*`` columns (see ``image2reg.data.cellpainting``) or the
         Rohban database convention (``Image_Metadata_*``)."""
-        return self.root / "metadata" / "images.csv"
+        return self.file("image_metadata")
 
     @property
     def expression(self) -> Path:
@@ -69,12 +142,35 @@ class RawLayout:
     @property
     def screen_genes(self) -> Path:
         """The genes the specificity screen tests, one symbol per line (optional for real data)."""
-        return self.genesets / "screen_genes.txt"
+        return self.file("screen_genes")
 
     @property
     def truth(self) -> Path:
         """Ground truth of a synthetic world (absent for real data)."""
         return self.root / "truth"
+
+    @property
+    def truth_genes(self) -> Path:
+        """The synthetic world's genes: module, effect class, impactful, program (one row per gene)."""
+        return self.truth / "genes.parquet"
+
+    @property
+    def truth_ppi(self) -> Path:
+        """The synthetic world's PPI edges with their kind (module, complex, noise)."""
+        return self.truth / "ppi_edges.parquet"
+
+    @property
+    def truth_nuclei(self) -> Path:
+        return self.truth / "nuclei.parquet"
+
+    @property
+    def truth_fields(self) -> Path:
+        return self.truth / "fields.parquet"
+
+    @property
+    def world(self) -> Path:
+        """The synthetic world's description (params, seed, generator version)."""
+        return self.truth / "world.json"
 
 
 @dataclass(frozen=True)
@@ -110,6 +206,10 @@ class RunLayout:
         if stage is None:
             raise KeyError(f"unknown stage '{name}'")
         return self.stage_dir(stage, fold)
+
+    def artifact(self, stage: str, key: str, fold: int | None = None) -> Path:
+        """Path of artifact ``key`` of the stage called ``stage`` (see :data:`STAGE_FILES`)."""
+        return self.stage_dir_of(stage, fold) / artifact_name(stage, key)
 
     def task_name(self, stage: Stage, fold: int | None = None) -> str:
         return stage.id if fold is None else f"{stage.id}__fold-{fold}"

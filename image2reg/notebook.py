@@ -17,7 +17,7 @@ import pandas as pd
 
 from image2reg.images.pipeline import illumination_files
 from image2reg.config import RunParams, StrictModel, load_params, params_path_for, resolve_pretrained
-from image2reg.layout import RunLayout, find_project_root
+from image2reg.layout import RunLayout, artifact_name, find_project_root
 from image2reg.stages import Stage, stage_by_name
 
 
@@ -105,12 +105,12 @@ class CnnInputs:
     @property
     def profiles(self) -> Path:
         """The classical profiles of every nucleus, computed by the screen stage."""
-        return self.screen_dir / "profiles.parquet"
+        return self.screen_dir / artifact_name("screen", "profiles")
 
 
 def impactful_genes(layout: RunLayout) -> list[str]:
     """The impactful genes the screen stage selected (its ``impactful_genes.txt``)."""
-    listed = layout.stage_dir_of("screen") / "impactful_genes.txt"
+    listed = layout.artifact("screen", "impactful_genes")
     if not listed.is_file():
         raise FileNotFoundError(f"{listed} is missing: run the screen stage first")
     return listed.read_text().split()
@@ -120,8 +120,8 @@ def reference_gene_lists(reference: RunLayout) -> dict[str, list[str] | str]:
     """A reference run's gene lists for :func:`image2reg.data.metadata.overlap_table`: its impactful genes
     (stage 02) and its interactome (the genes with regulatory embeddings, stage 06), or a note when the run
     has not written one yet."""
-    files = {"impactful (stage 02)": reference.stage_dir_of("screen") / "impactful_genes.txt",
-             "interactome (stage 06)": reference.stage_dir_of("regulatory") / "regulatory_embeddings.h5ad"}
+    files = {"impactful (stage 02)": reference.artifact("screen", "impactful_genes"),
+             "interactome (stage 06)": reference.artifact("regulatory", "regulatory_embeddings")}
     lists: dict[str, list[str] | str] = {}
     for name, path in files.items():
         if not path.is_file():
@@ -135,7 +135,7 @@ def reference_gene_lists(reference: RunLayout) -> dict[str, list[str] | str]:
 
 def ground_truth(layout: RunLayout) -> pd.DataFrame | None:
     """The synthetic world's genes table (modules, programs, effects), indexed by gene; None for real data."""
-    path = layout.raw.truth / "genes.parquet"
+    path = layout.raw.truth_genes
     return pd.read_parquet(path).set_index("gene") if path.is_file() else None
 
 

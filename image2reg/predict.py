@@ -30,12 +30,11 @@ import numpy as np
 import pandas as pd
 
 from image2reg.cnn.embed import gene_embeddings
-from image2reg.cnn.tasks import TRAINING_DIR, embed_nuclei, encoder_spec
-from image2reg.cnn.train import BEST_MODEL
+from image2reg.cnn.tasks import embed_nuclei, encoder_spec
 from image2reg.config import RunParams, load_params, params_path_for
 from image2reg.images.io import ImageReadError, read_field
 from image2reg.images.pipeline import illumination_path, preprocess_images
-from image2reg.layout import RunLayout, atomic_path, find_project_root
+from image2reg.layout import RunLayout, TaskFiles, artifact_name, atomic_path, find_project_root
 from image2reg.notebook import impactful_genes
 from image2reg.stages import stage_by_name
 from image2reg.translation.loto import model_fit_predict
@@ -84,37 +83,38 @@ def encoders(layout: RunLayout, params: RunParams, model: str) -> list[TrainedEn
     """The trained CNNs of ``model`` (``folds`` or ``loto:<GENE>``) with their translation training pairs."""
     control = params.stage("screen").control
     targets = _needs(layout, "screen", lambda: impactful_genes(layout))
-    regulatory_dir = layout.stage_dir_of("regulatory")
     if model == "folds":
-        all_genes = _needs(layout, "regulatory", lambda: ad.read_h5ad(regulatory_dir / "regulatory_embeddings.h5ad"))
+        all_genes = _needs(layout, "regulatory", lambda: ad.read_h5ad(layout.artifact("regulatory",
+                                                                                        "regulatory_embeddings")))
         regulatory = pd.DataFrame(unit_rows(np.asarray(all_genes.X)), index=all_genes.obs_names.astype(str))
         found = []
-        for folder in sorted((layout.stage_dir_of("embeddings") / "models").glob("fold-*")):
-            embedded = ad.read_h5ad(folder / "embeddings.h5ad")
+        models = layout.artifact("embeddings", "models")
+        for folder in sorted(models.glob("fold-*")):
+            embedded = ad.read_h5ad(folder / TaskFiles.EMBEDDINGS)
             means = gene_embeddings(embedded)
             table = pd.DataFrame(np.asarray(means.X), index=means.obs_names.astype(str))
-            found.append(TrainedEncoder(folder.name, folder / TRAINING_DIR / BEST_MODEL, list(embedded.uns["classes"]),
+            found.append(TrainedEncoder(folder.name, folder / TaskFiles.TRAINING / TaskFiles.BEST_MODEL, list(embedded.uns["classes"]),
                                         table.drop(index=[control], errors="ignore"), regulatory))
         if not found:
-            raise StageNotRunError(f"no trained fold models under {layout.stage_dir_of('embeddings') / 'models'}: run "
+            raise StageNotRunError(f"no trained fold models under {models}: run "
                                    f"stage 03 first (python runbook.py --dataset {layout.dataset} --stages 03)")
         return found
     if not model.startswith("loto:"):
         raise ValueError(f"unknown model {model!r}: use 'folds' or 'loto:<GENE>'")
     gene = model.split(":", 1)[1]
-    folder = layout.stage_dir_of("loto") / "models" / gene
+    folder = layout.artifact("loto", "models") / gene
     if gene not in targets:
         raise ValueError(f"no LOTO model for {gene!r}: it is not an impactful gene ({', '.join(targets)})")
     if not folder.is_dir():
         raise StageNotRunError(f"{folder}: no LOTO model for {gene!r}: run stage 04 first "
                                f"(python runbook.py --dataset {layout.dataset} --stages 04)")
-    embedded = ad.read_h5ad(folder / "embeddings.h5ad")
-    image = model_block(ad.read_h5ad(layout.stage_dir_of("loto") / "gene_embeddings_loto.h5ad"), gene)
+    embedded = ad.read_h5ad(folder / TaskFiles.EMBEDDINGS)
+    image = model_block(ad.read_h5ad(layout.artifact("loto", "gene_embeddings_loto")), gene)
     image = image.drop(index=[control, gene], errors="ignore")
     regulatory = model_block(_needs(layout, "regulatory", lambda: ad.read_h5ad(
-        regulatory_dir / "regulatory_embeddings_loto.h5ad")), gene)
+        layout.artifact("regulatory", "regulatory_embeddings_loto"))), gene)
     regulatory = pd.DataFrame(unit_rows(regulatory.to_numpy()), index=regulatory.index)
-    return [TrainedEncoder(f"loto:{gene}", folder / TRAINING_DIR / BEST_MODEL, list(embedded.uns["classes"]),
+    return [TrainedEncoder(f"loto:{gene}", folder / TaskFiles.TRAINING / TaskFiles.BEST_MODEL, list(embedded.uns["classes"]),
                            image, regulatory)]
 
 
@@ -130,7 +130,7 @@ def _needs(layout: RunLayout, stage: str, read):
 
 def embed_query(work: Path, encoder: TrainedEncoder, stage, illumination: str | None) -> np.ndarray:
     """The mean latent of the query's QC-passing nuclei under one trained CNN."""
-    nuclei = pd.read_parquet(work / "nuclei.parquet")
+    nuclei = pd.read_parquet(work / artifact_name("images", "nuclei"))
     nuclei = nuclei[nuclei["QC_pass"]] if "QC_pass" in nuclei else nuclei
     if nuclei.empty:
         raise ValueError(f"no nucleus passed QC and the filters in the query fields (see {work})")
@@ -244,7 +244,7 @@ def predict_condition(images: str | Path, *, dataset: str = "demo", params_path:
     fields = query_fields(images)
     trained = encoders(layout, params, model)  # before the preprocessing: a stage not run is said at once
     preprocess_images(fields, work, params.stage("images"), progress_bar=False)
-    processed = pd.read_parquet(work / "images.parquet")
+    processed = pd.read_parquet(work / artifact_name("images", "images"))
     failed = dict(zip(processed.loc[processed["error"] != "", "image_path"],
                       processed.loc[processed["error"] != "", "error"]))
     if len(failed) == len(processed):
@@ -271,7 +271,7 @@ def predict_condition(images: str | Path, *, dataset: str = "demo", params_path:
     ranks = np.arange(1, len(order) + 1)
     ranking = pd.DataFrame({"rank": ranks, "gene": regulatory.index[order], "distance": distance[order],
                             "top_percent": 100.0 * ranks / len(order)})
-    nuclei = pd.read_parquet(work / "nuclei.parquet")
+    nuclei = pd.read_parquet(work / artifact_name("images", "nuclei"))
     used = int(nuclei["QC_pass"].sum()) if "QC_pass" in nuclei else len(nuclei)
     return Prediction(ranking=ranking, fields=len(processed), failed_fields=failed,
                       nuclei_segmented=int(processed["n_segmented"].fillna(0).sum()), nuclei_kept=len(nuclei),

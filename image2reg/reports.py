@@ -65,7 +65,7 @@ def stage_states(layout: RunLayout, tasks: Sequence[tuple[Stage, int | None]]) -
 
 
 def _summary(layout: RunLayout, stage: str) -> dict | None:
-    path = layout.stage_dir_of(stage) / "summary.json"
+    path = layout.artifact(stage, "summary")
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -39,6 +39,7 @@ runs_dir = None
 reports_dir = None
 
 # %%
+import anndata as ad
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
@@ -50,6 +51,7 @@ from image2reg.config import params_relative
 from image2reg.data.metadata import (check_gene_list, condition_counts, inventory, overlap_table, read_gene_list,
                                      read_gene_table, read_rohban_metadata)
 from image2reg.data.raw import check_raw_inputs, raise_for_missing
+from image2reg.data.overview import montage_conditions, montage_fields, module_correlation
 from image2reg.data.synthetic import CONTROL, read_world_info, synthesize_world
 from image2reg.images.qc import outlier_fields
 from image2reg.layout import RunLayout
@@ -135,8 +137,8 @@ world = read_world_info(raw)
 if world is not None:
     metadata = pd.read_csv(raw.image_metadata)  # the synthetic world's own Image_Metadata_* table
     display(pd.Series(world["summary"], name="synthetic world", dtype=object).to_frame())
-    genes = pd.read_parquet(raw.truth / "genes.parquet")
-    ppi = pd.read_parquet(raw.truth / "ppi_edges.parquet")
+    genes = pd.read_parquet(raw.truth_genes)
+    ppi = pd.read_parquet(raw.truth_ppi)
     plotting.effect_sizes(genes)
     plt.show()
 
@@ -146,12 +148,9 @@ if world is not None:
 
 # %%
 if world is not None:
-    screen = genes[genes["in_screen"]].sort_values("effect_size", ascending=False)
-    picks = [(CONTROL, "control")]
-    for effect_class, n in (("strong", 3), ("weak", 2), ("none", 2)):
-        chosen = screen[screen["effect_class"] == effect_class].head(n)
-        picks += [(g, f"{effect_class} {s:.1f}") for g, s in zip(chosen["gene"], chosen["effect_size"])]
-    plotting.field_montage(raw, metadata, picks, n_fields=4, crop=min(192, data_params.synthetic.screen.field_size))
+    picks = montage_conditions(genes, CONTROL)
+    crop = min(192, data_params.synthetic.screen.field_size)
+    plotting.field_montage(montage_fields(raw, metadata, picks, n_fields=4, crop=crop), picks, n_fields=4, crop=crop)
     plt.show()
 
 # %% [markdown]
@@ -160,5 +159,6 @@ if world is not None:
 
 # %%
 if world is not None:
-    plotting.world_overview(raw, genes, ppi)
+    rho, modules = module_correlation(ad.read_h5ad(raw.file("scrnaseq")), genes)
+    plotting.world_overview(genes, ppi, rho, modules)
     plt.show()

@@ -43,7 +43,7 @@ from IPython.display import display
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from image2reg import plotting
-from image2reg.cnn.profiles import nucleus_profiles
+from image2reg.profiling.features import nucleus_profiles
 from image2reg.cnn.screen import run_screen, screen_summary, screen_tasks, select_impactful, specificity_scores
 from image2reg.data.metadata import genes_to_screen
 from image2reg.images.pipeline import illumination_files

@@ -41,7 +41,7 @@ from IPython.display import display
 from scipy.cluster.hierarchy import leaves_list, linkage
 
 from image2reg import plotting
-from image2reg.cnn.activity import field_activity
+from image2reg.profiling.activity import field_activity
 from image2reg.cnn.embed import gene_embeddings, multiclass_tasks, read_embeddings, run_embedding_tasks
 from image2reg.cnn.tasks import encoder_spec
 from image2reg.layout import atomic_path, write_text_atomic

@@ -42,9 +42,12 @@ import pandas as pd
 from IPython.display import display
 
 from image2reg import plotting
-from image2reg.data import expression, ppi
+from image2reg.data import expression
+from image2reg.network import pruning
 from image2reg.network.enrichment import enrichment
-from image2reg.network.inference import IndexedNetwork, load_inputs, module_recovery, universe_edges, universe_genes
+from image2reg.data.network_inputs import load_inputs
+from image2reg.network.inference import IndexedNetwork, module_recovery
+from image2reg.network.pruning import universe_edges, universe_genes
 from image2reg.network.io import write_interactome
 from image2reg.network.pcst import beta_sweep, node_prizes, robustness, select_beta, spearman_edge_costs
 from image2reg.layout import write_text_atomic
@@ -79,16 +82,16 @@ display(steps)
 # %%
 step = params.confidence_scan_step
 cutoffs = np.round(np.arange(1, int(round(1 / step)) + 1) * step, 10)
-confidence = ppi.confidence_scan(network, cutoffs, targets)
+confidence = pruning.confidence_scan(network, cutoffs, targets)
 if params.confidence_cutoff is not None:
-    network = ppi.prune_confidence(network, params.confidence_cutoff)
-hub_table = ppi.hub_scan(network, params.hub_scan, targets)
+    network = pruning.prune_confidence(network, params.confidence_cutoff)
+hub_table = pruning.hub_scan(network, params.hub_scan, targets)
 hubs: list[str] = []
 if params.hub_quantile is not None:
-    network, hubs = ppi.prune_hubs(network, params.hub_quantile, targets)
+    network, hubs = pruning.prune_hubs(network, params.hub_quantile, targets)
 plotting.pruning_scans(confidence, hub_table, params.confidence_cutoff, params.hub_quantile, len(targets))
 plt.show()
-pruned = ppi.summarize(network, targets)
+pruned = pruning.summarize(network, targets)
 print(f"after pruning: {pruned['n_nodes']:,} genes, {pruned['n_edges']:,} edges (mean degree "
       f"{pruned['mean_degree']:.1f}), {pruned['targets_covered']} of {len(targets)} targets; hubs removed: "
       f"{', '.join(hubs) if hubs else 'none'}")

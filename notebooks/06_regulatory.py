@@ -44,12 +44,12 @@ from sklearn.cluster import AgglomerativeClustering
 from sklearn.preprocessing import normalize
 
 from image2reg import plotting
-from image2reg.cnn.tasks import run_tasks
+from image2reg.execute import run_tasks
 from image2reg.data import expression
 from image2reg.layout import atomic_path, write_text_atomic
-from image2reg.network.enrichment import read_gmt
 from image2reg.network.gae import node_features
-from image2reg.network.inference import load_single_cell, module_recovery
+from image2reg.data.network_inputs import load_single_cell, read_gmt
+from image2reg.network.inference import module_recovery
 from image2reg.network.regulatory import (gae_tasks, loto_embeddings_table, read_task_embeddings, read_task_history,
                                           replicate_embeddings_table, run_gae_task)
 from image2reg.data.raw import raw_input_path

@@ -48,11 +48,11 @@ from IPython.display import display
 from image2reg import plotting
 from image2reg.cnn.embed import EmbeddingTask, gene_embeddings, run_embedding_task
 from image2reg.cnn.splits import min_fields
-from image2reg.cnn.tasks import TRAINING_DIR, embed_nuclei, encoder_spec, torch_threads
-from image2reg.cnn.train import BEST_MODEL
+from image2reg.cnn.tasks import embed_nuclei, encoder_spec
+from image2reg.execute import torch_threads
 from image2reg.data.synthetic import latent, render_second_screen, second_screen_plan, world_shifts
 from image2reg.images.pipeline import illumination_files, prepare_illumination, preprocess_images
-from image2reg.layout import RunLayout, atomic_path, write_text_atomic
+from image2reg.layout import RunLayout, TaskFiles, atomic_path, write_text_atomic
 from image2reg.config import encoder_initialisation
 from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, nearest_genes, oracle_summary,
                                 setup_stage)
@@ -152,14 +152,14 @@ task = EmbeddingTask(kind="multiclass", genes=tuple(train), images_dir=str(image
 metrics = run_embedding_task(task, progress_bar=True)
 print(f"{metrics['n_classes']} classes: test balanced accuracy {metrics['test_balanced_accuracy']:.3f} "
       f"(chance {metrics['chance']:.3f}), best epoch {metrics['best_epoch']}")
-history = pd.read_csv(task.folder / TRAINING_DIR / "history.csv")
+history = pd.read_csv(task.folder / TaskFiles.TRAINING / TaskFiles.HISTORY)
 plotting.training_histories({"second screen": history})
 plt.show()
 
 trained = ad.read_h5ad(task.folder / "embeddings.h5ad")
 test_nuclei = usable[usable["Metadata_Gene"].isin(test)]
 with torch_threads(params.torch_threads):
-    latents = embed_nuclei(test_nuclei, images_dir=images_dir, weights=task.folder / TRAINING_DIR / BEST_MODEL,
+    latents = embed_nuclei(test_nuclei, images_dir=images_dir, weights=task.folder / TaskFiles.TRAINING / TaskFiles.BEST_MODEL,
                            n_classes=len(trained.uns["classes"]), encoder=encoder,
                            batch_size=params.training.batch_size, device=params.training.device)
 unseen = ad.AnnData(latents.astype(np.float32), obs=test_nuclei[["Metadata_Gene"]].astype(str).reset_index(drop=True))

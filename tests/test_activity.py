@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from image2reg.cnn.activity import ACTIVITY_COLUMNS, phenotypic_activity, well_profiles
+from image2reg.profiling.activity import ACTIVITY_COLUMNS, phenotypic_activity, well_profiles
 
 DIM = 32
 N_CONTROL = 64
@@ -249,7 +249,7 @@ def test_errors(small: tuple[np.ndarray, list[str]]) -> None:
 
 
 def test_field_activity_finds_the_shifted_condition_from_nucleus_values() -> None:
-    from image2reg.cnn.activity import field_activity
+    from image2reg.profiling.activity import field_activity
 
     rng = np.random.default_rng(4)
     rows, values = [], []

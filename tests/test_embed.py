@@ -23,7 +23,7 @@ from image2reg.cnn.embed import (
     run_embedding_task,
     run_embedding_tasks,
 )
-from image2reg.cnn.profiles import nucleus_profiles
+from image2reg.profiling.features import nucleus_profiles
 from image2reg.cnn.splits import loto_splits, multiclass_splits
 from image2reg.cnn.tasks import EncoderSpec, encoder_spec
 from image2reg.cnn.train import TrainingParams

@@ -6,7 +6,8 @@ from math import comb
 
 import pytest
 
-from image2reg.network.enrichment import enrichment, read_gmt
+from image2reg.data.network_inputs import read_gmt
+from image2reg.network.enrichment import enrichment
 
 
 def test_gmt_is_read_with_upper_cased_unique_genes(tmp_path):

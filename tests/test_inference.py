@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from image2reg.network.inference import IndexedNetwork, module_recovery, universe_edges
+from image2reg.network.inference import IndexedNetwork, module_recovery
+from image2reg.network.pruning import universe_edges
 
 
 def edges(*pairs: tuple[str, str, float]) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from image2reg.data import ppi
+from image2reg.network import pruning
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "irefindex_v14_miscore_costs.tsv"
 
@@ -55,17 +56,17 @@ EDGES = pd.DataFrame({"gene1": ["A", "A", "B", "C", "E", "A", "B", "C", "E"],
 
 
 def test_components_restriction_and_degrees():
-    assert set(ppi.largest_component(EDGES).index) == set(EDGES.index)  # H joins everything
+    assert set(pruning.largest_component(EDGES).index) == set(EDGES.index)  # H joins everything
     without_hub = EDGES[EDGES["gene2"] != "H"]
-    assert sorted(ppi.largest_component(without_hub)["gene2"]) == ["B", "C", "C", "D"]
+    assert sorted(pruning.largest_component(without_hub)["gene2"]) == ["B", "C", "C", "D"]
     # the component with the most targets wins over the larger one
-    assert ppi.largest_component(without_hub, targets=["E", "F"])["gene1"].tolist() == ["E"]
-    assert ppi.restrict_to_genes(EDGES, ["A", "B", "C"])["cost"].tolist() == [0.1, 0.2, 0.3]
-    assert ppi.node_degrees(EDGES).to_dict() == {"A": 3, "B": 3, "C": 4, "D": 1, "E": 2, "F": 1, "H": 4}
+    assert pruning.largest_component(without_hub, targets=["E", "F"])["gene1"].tolist() == ["E"]
+    assert pruning.restrict_to_genes(EDGES, ["A", "B", "C"])["cost"].tolist() == [0.1, 0.2, 0.3]
+    assert pruning.node_degrees(EDGES).to_dict() == {"A": 3, "B": 3, "C": 4, "D": 1, "E": 2, "F": 1, "H": 4}
 
 
 def test_confidence_pruning_keeps_cheaper_edges_in_the_largest_component():
-    scan = ppi.confidence_scan(EDGES, [0.15, 0.5, 1.0], targets=["D", "F"])
+    scan = pruning.confidence_scan(EDGES, [0.15, 0.5, 1.0], targets=["D", "F"])
     assert scan[["n_nodes", "n_edges", "targets_covered"]].to_dict("records") == [
         {"n_nodes": 2, "n_edges": 1, "targets_covered": 0},   # A-B (ties to E-F: the first gene's component)
         {"n_nodes": 3, "n_edges": 3, "targets_covered": 0},   # the triangle
@@ -74,19 +75,19 @@ def test_confidence_pruning_keeps_cheaper_edges_in_the_largest_component():
 
 
 def test_hub_pruning_removes_the_top_degrees_and_keeps_the_targets_component():
-    pruned, hubs = ppi.prune_hubs(EDGES, 0.9, targets=["E"])
+    pruned, hubs = pruning.prune_hubs(EDGES, 0.9, targets=["E"])
     assert hubs == ["C", "H"]  # degree 4 reaches the 0.9 quantile of degrees
     assert pruned.to_dict("records") == [{"gene1": "E", "gene2": "F", "cost": 0.1}]
-    scan = ppi.hub_scan(EDGES, [0.5, 0.9, 1.0], targets=["A", "B"])
+    scan = pruning.hub_scan(EDGES, [0.5, 0.9, 1.0], targets=["A", "B"])
     assert scan["n_hubs"].tolist() == [4, 2, 2] and scan["targets_covered"].tolist() == [0, 2, 2]
     with pytest.raises(ValueError, match="quantile"):
-        ppi.prune_hubs(EDGES, 0)
+        pruning.prune_hubs(EDGES, 0)
 
 
 @pytest.mark.skipif(not SHARED.is_file(), reason="needs ../shared/data (not distributed with the project)")
 def test_the_real_irefindex_table_has_the_reference_size():
     edges = ppi.read_irefindex(SHARED)
-    summary = ppi.summarize(edges)
+    summary = pruning.summarize(edges)
     assert (summary["n_nodes"], summary["n_edges"]) == (15759, 181955)  # method §5.1, step 1
     assert edges["cost"].between(0, 1).all() and (edges["gene1"] < edges["gene2"]).all()
 
@@ -102,8 +103,8 @@ def test_the_one_pass_confidence_scan_equals_pruning_at_each_cutoff(seed):
     edges = edges[edges["gene1"] != edges["gene2"]].drop_duplicates(["gene1", "gene2"]).reset_index(drop=True)
     targets = genes[::5]
     cutoffs = [0.0, 0.15, 0.2, 0.25, 0.3, 0.6, 0.9]
-    scan = ppi.confidence_scan(edges, cutoffs, targets)
+    scan = pruning.confidence_scan(edges, cutoffs, targets)
     for row in scan.itertuples():
-        expected = ppi.summarize(ppi.prune_confidence(edges, row.cutoff), targets)
+        expected = pruning.summarize(pruning.prune_confidence(edges, row.cutoff), targets)
         assert (row.n_nodes, row.n_edges, row.targets_covered) == (expected["n_nodes"], expected["n_edges"],
                                                                   expected["targets_covered"]), row.cutoff

@@ -11,8 +11,9 @@ import pytest
 import zarr
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 
-from image2reg.cnn import profiles
-from image2reg.cnn.profiles import baseline_classifier, nucleus_profiles
+from image2reg.profiling import features as profiles
+from image2reg.profiling.baseline import C_GRID, baseline_classifier
+from image2reg.profiling.features import nucleus_profiles
 from image2reg.cnn.splits import loto_splits, multiclass_splits, screen_splits
 from image2reg.images import store
 
@@ -171,8 +172,8 @@ def test_baseline_separates_shifted_classes_on_the_cnn_splits():
     splits = screen_splits(nuclei, "G1", seed=0)
     result = baseline_classifier(table, splits, fold=1)
     assert result["test_balanced_accuracy"] > 0.95 and result["val_balanced_accuracy"] > 0.95
-    assert result["test_accuracy"] > 0.95 and result["C"] in profiles.C_GRID
-    assert set(result["val_scores"]) == set(profiles.C_GRID)
+    assert result["test_accuracy"] > 0.95 and result["C"] in C_GRID
+    assert set(result["val_scores"]) == set(C_GRID)
     test_part = splits[(splits["fold"] == 1) & (splits["split"] == "test")]
     predictions = result["test_predictions"]
     assert predictions.index.equals(test_part.index) and list(predictions.columns) == ["label", "predicted"]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from image2reg.cnn.tasks import run_tasks
+from image2reg.execute import run_tasks
 from image2reg.config import GaeParams, RegulatoryStageParams
 from image2reg.execute import ExecutionParams
 from image2reg.network.regulatory import (gae_tasks, loto_embeddings_table, read_task_embeddings,

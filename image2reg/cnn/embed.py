@@ -14,7 +14,7 @@ control, and embed nuclei the model has never trained on with its latent layer:
 
 A task writes ``embeddings.h5ad`` (AnnData: ``X`` the latents, float32; ``obs`` the nucleus's
 metadata, ``split``, ``label``, ``predicted`` and the predicted class name; ``uns["classes"]``),
-then ``metrics.json`` and ``done.json`` (:func:`~image2reg.cnn.tasks.run_once`). The *gene
+then ``metrics.json`` and ``done.json`` (:func:`~image2reg.execute.run_once`). The *gene
 perturbation embedding* of a condition is the mean of its nuclei's embeddings
 (:func:`gene_embeddings`).
 """
@@ -32,17 +32,16 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from image2reg.cnn.profiles import baseline_classifier
+from image2reg.profiling.baseline import baseline_classifier
 from image2reg.cnn.splits import HELD_OUT, TEST, TRAIN, VAL, loto_splits, multiclass_splits
-from image2reg.cnn.tasks import (NUCLEI_TABLE, EncoderSpec, best_epoch_metrics, fit_and_predict, run_once,
-                                 run_tasks)
+from image2reg.cnn.tasks import EncoderSpec, best_epoch_metrics, fit_and_predict
 from image2reg.cnn.train import TrainingParams
-from image2reg.execute import ExecutionParams
-from image2reg.layout import atomic_path
+from image2reg.execute import ExecutionParams, run_once, run_tasks
+from image2reg.layout import TaskFiles, artifact_name, atomic_path
 
 logger = logging.getLogger("image2reg")
 
-EMBEDDINGS = "embeddings.h5ad"
+EMBEDDINGS = TaskFiles.EMBEDDINGS
 #: Nucleus-table columns copied into the embeddings' ``obs`` (when present).
 OBS_COLUMNS = ("Metadata_Gene", "Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_Allele", "image_path",
                "crop_index")
@@ -186,7 +185,7 @@ def _splits(task: EmbeddingTask, nuclei: pd.DataFrame) -> tuple[pd.DataFrame, li
 
 
 def _train_and_embed(task: EmbeddingTask, progress_bar: bool) -> dict[str, Any]:
-    nuclei = pd.read_parquet(Path(task.images_dir) / NUCLEI_TABLE)
+    nuclei = pd.read_parquet(Path(task.images_dir) / artifact_name("images", "nuclei"))
     splits, classes = _splits(task, nuclei)
     fold = task.fold if task.kind == "multiclass" else None
     embedded = [TEST] if task.kind == "multiclass" else [TEST, HELD_OUT]

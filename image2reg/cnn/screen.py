@@ -33,16 +33,16 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 
-from image2reg.cnn.profiles import baseline_classifier
+from image2reg.profiling.baseline import baseline_classifier
 from image2reg.cnn.splits import CONDITION, FIELD, QC_PASS, TEST, TRAIN, VAL, min_fields, screen_splits
-from image2reg.cnn.tasks import (DONE, METRICS, NUCLEI_TABLE, TRAINING_DIR, EncoderSpec, best_epoch_metrics,
-                                 fit_and_predict, run_once, run_tasks)
+from image2reg.cnn.tasks import EncoderSpec, best_epoch_metrics, fit_and_predict
 from image2reg.cnn.train import TrainingParams
-from image2reg.execute import ExecutionParams
+from image2reg.execute import ExecutionParams, run_once, run_tasks
+from image2reg.layout import artifact_name
 
 logger = logging.getLogger("image2reg")
 
-__all__ = ["DONE", "METRICS", "NUCLEI_TABLE", "RESULT_COLUMNS", "TRAINING_DIR", "ScreenTask", "knee_position",
+__all__ = ["RESULT_COLUMNS", "ScreenTask", "knee_position",
            "run_screen", "run_screen_task", "screen_tasks", "select_impactful", "specificity_scores", "task_folder"]
 #: Least distance below the chord (in scaled units) that makes a knee: a straight ranking has none.
 KNEE_TOLERANCE = 1e-9
@@ -90,7 +90,7 @@ class ScreenTask:
     pretrained
         Local torchvision ResNet18 weights for every branch, or None (random initialisation).
     baseline_profiles
-        Parquet file of :func:`~image2reg.cnn.profiles.nucleus_profiles`: when given, the
+        Parquet file of :func:`~image2reg.profiling.features.nucleus_profiles`: when given, the
         classical baseline is fitted on the same split and its test balanced accuracy recorded as
         ``baseline_test_balanced_accuracy``.
     """
@@ -389,7 +389,7 @@ def knee_position(sorted_scores: np.ndarray) -> int:
 
 
 def _train_and_test(task: ScreenTask, progress_bar: bool) -> dict[str, Any]:
-    nuclei = pd.read_parquet(Path(task.images_dir) / NUCLEI_TABLE)
+    nuclei = pd.read_parquet(Path(task.images_dir) / artifact_name("images", "nuclei"))
     splits = screen_splits(nuclei, task.gene, control=task.control, n_folds=task.n_folds, n_inner=task.n_inner,
                            seed=task.seed)
     encoder = EncoderSpec(branches=task.branches, latent_dim=task.latent_dim, input_size=task.input_size,

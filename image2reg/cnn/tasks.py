@@ -4,9 +4,8 @@ A *task* (one screen model, one fold of the multi-class model, one leave-one-tar
 plain picklable data run by a function anywhere (this process, a pool, a Dask worker). These
 helpers make each task:
 
-- **idempotent**: :func:`run_once` returns the metrics of a task folder holding ``done.json``
-  without doing anything, and writes ``metrics.json`` then ``done.json`` atomically when the task
-  finishes; a killed task has neither and continues from its training checkpoint;
+- **idempotent**: :func:`image2reg.execute.run_once` runs it (a killed task continues from its
+  training checkpoint);
 - **the same everywhere**: :func:`fit_and_predict` builds the batches, the
   :class:`~image2reg.cnn.ensemble.ImageEnsemble` (seeded, optionally from ImageNet weights), trains
   it with :func:`~image2reg.cnn.train.train_model` and predicts the requested splits.
@@ -14,10 +13,8 @@ helpers make each task:
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,15 +28,10 @@ from image2reg.cnn.ensemble import ImageEnsemble
 from image2reg.cnn.splits import FIELD, TEST, TRAIN, VAL
 from image2reg.cnn.train import TrainingParams, TrainingResult, predict, train_model
 from image2reg.devices import resolve_device
-from image2reg.execute import ExecutionParams, map_tasks
-from image2reg.layout import write_text_atomic
+from image2reg.layout import TaskFiles
 
 logger = logging.getLogger("image2reg")
 
-NUCLEI_TABLE = "nuclei.parquet"
-TRAINING_DIR = "training"
-METRICS = "metrics.json"
-DONE = "done.json"
 PLATE = "Metadata_Plate"
 
 
@@ -81,64 +73,6 @@ def encoder_spec(model: Any, latent_dim: int, illumination: Mapping[str, str | P
                        illumination=tuple((str(plate), None if path is None else str(path))
                                           for plate, path in sorted((illumination or {}).items())),
                        pretrained=model.pretrained)
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Let torch use ``threads`` threads inside the block (None: leave it as it is)."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def run_once(folder: str | Path, compute: Callable[[], dict[str, Any]], threads: int | None = None) -> dict[str, Any]:
-    """The metrics of a finished task folder, or ``compute()`` run and recorded as finished.
-
-    Parameters
-    ----------
-    folder
-        The task's folder; ``done.json`` there marks it finished.
-    compute
-        Does the work and returns JSON-able metrics; it may leave other files in ``folder``.
-    threads
-        Threads torch may use while ``compute`` runs.
-    """
-    done = Path(folder) / DONE
-    if done.exists():
-        return json.loads(done.read_text())
-    with torch_threads(threads):
-        metrics = compute()
-    text = json.dumps(metrics, indent=2) + "\n"
-    write_text_atomic(Path(folder) / METRICS, text)
-    write_text_atomic(done, text)
-    return metrics
-
-
-def run_tasks(function: Callable[[Any], dict[str, Any]], tasks: Sequence[Any], execution: ExecutionParams | None,
-              *, progress_bar: bool = True, desc: str = "models") -> list[dict[str, Any]]:
-    """Metrics of every task, in order: finished ones (``<task.folder>/done.json``) read, the others run.
-
-    Only unfinished tasks are sent to ``execution`` (this process, a pool or a Dask cluster), so a
-    rerun after an interruption trains only what is missing.
-    """
-    rows: list[dict[str, Any] | None] = [None] * len(tasks)
-    pending = []
-    for position, task in enumerate(tasks):
-        done = Path(task.folder) / DONE
-        if done.exists():
-            rows[position] = json.loads(done.read_text())
-        else:
-            pending.append(position)
-    logger.info("%s: %d of %d tasks already done, running %d", desc, len(tasks) - len(pending), len(tasks),
-                len(pending))
-    for index, metrics in map_tasks(function, [tasks[position] for position in pending], execution,
-                                    progress_bar=progress_bar, desc=desc, unit="model"):
-        rows[pending[index]] = metrics
-    return rows
 
 
 def fit_and_predict(
@@ -204,7 +138,7 @@ def fit_and_predict(
                           input_size=encoder.input_size, width=encoder.width)
     if encoder.pretrained is not None:
         model.load_pretrained(encoder.pretrained)
-    result = train_model(model, train, val, training, checkpoint_dir=Path(folder) / TRAINING_DIR,
+    result = train_model(model, train, val, training, checkpoint_dir=Path(folder) / TaskFiles.TRAINING,
                          n_classes=n_classes, train_labels=train.labels.numpy(), progress_bar=progress_bar)
     device = resolve_device(training.device)
     outputs = {name: predict(model, batches(name, False), device) for name in predict_splits}

@@ -51,16 +51,13 @@ from image2reg.cnn.augment import random_flips, standardize, to_unit_interval
 from image2reg.cnn.ensemble import BRANCHES
 from image2reg.config import TrainingParams
 from image2reg.devices import resolve_device
-from image2reg.layout import atomic_path, write_text_atomic
+from image2reg.layout import TaskFiles, atomic_path, write_text_atomic
 
 logger = logging.getLogger("image2reg")
 
 Batch = Mapping[str, Tensor]
 
-CHECKPOINT = "checkpoint.pt"
-HISTORY = "history.csv"
-BEST_MODEL = "best_model.pt"
-DONE = "done.json"
+CHECKPOINT, HISTORY, BEST_MODEL, DONE = TaskFiles.CHECKPOINT, TaskFiles.HISTORY, TaskFiles.BEST_MODEL, TaskFiles.DONE
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy")
 
 

@@ -27,15 +27,15 @@ from image2reg.config import FolderParams
 from image2reg.data.cellpainting import (NEGATIVE_CONTROL, ImageTableError, empty_values, finish_image_table,
                                         validate_image_table)
 from image2reg.data.metadata import GeneListError, check_gene_list, read_gene_list, shown_list
-from image2reg.layout import RawLayout, resolve_path
+from image2reg.layout import RAW_FILES, RawLayout, resolve_path
 
 logger = logging.getLogger("image2reg")
 
 #: Optional inputs of a folder screen -> where the later stages read them in the raw folder.
-LINKED_INPUTS = {"ppi": "ppi/ppi_costs.tsv", "bulk_expression": "expression/bulk_expression.csv",
-                 "bulk_sample_info": "expression/bulk_sample_info.csv", "gene_sets": "genesets/genesets.gmt",
-                 "gene_list": "genesets/screen_genes.txt"}
-SINGLE_CELL_STEM = "expression/scrnaseq_counts"
+LINKED_INPUTS = {"ppi": RAW_FILES["ppi"], "bulk_expression": RAW_FILES["bulk_expression"],
+                 "bulk_sample_info": RAW_FILES["bulk_sample_info"], "gene_sets": RAW_FILES["genesets"],
+                 "gene_list": RAW_FILES["screen_genes"]}
+SINGLE_CELL_STEM = RAW_FILES["scrnaseq"].removesuffix(".h5ad")
 
 
 class FolderScreenError(ValueError):

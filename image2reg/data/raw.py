@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from image2reg.data.cellpainting import ImageTableError, read_image_table
-from image2reg.layout import RawLayout
+from image2reg.layout import RAW_FILES, RawLayout
 
 
 @dataclass(frozen=True)
@@ -57,39 +57,39 @@ _COMMON_OMICS = (
 
 RAW_INPUTS: dict[str, tuple[RawInput, ...]] = {
     "synthetic": (
-        RawInput("image_metadata", "metadata/images.csv", "per-field metadata (Rohban columns)", "synthesized"),
-        RawInput("scrnaseq", "expression/scrnaseq_counts.h5ad", "single-cell counts", "synthesized"),
-        RawInput("bulk_expression", "expression/bulk_expression.csv", "bulk expression (CCLE layout)", "synthesized"),
-        RawInput("bulk_sample_info", "expression/bulk_sample_info.csv", "cell-line annotation", "synthesized"),
-        RawInput("ppi", "ppi/ppi_costs.tsv", "interactome with costs", "synthesized"),
-        RawInput("genesets", "genesets/genesets.gmt", "gene sets", "synthesized"),
-        RawInput("screen_genes", "genesets/screen_genes.txt", "screened genes", "synthesized"),
+        RawInput("image_metadata", RAW_FILES["image_metadata"], "per-field metadata (Rohban columns)", "synthesized"),
+        RawInput("scrnaseq", RAW_FILES["scrnaseq"], "single-cell counts", "synthesized"),
+        RawInput("bulk_expression", RAW_FILES["bulk_expression"], "bulk expression (CCLE layout)", "synthesized"),
+        RawInput("bulk_sample_info", RAW_FILES["bulk_sample_info"], "cell-line annotation", "synthesized"),
+        RawInput("ppi", RAW_FILES["ppi"], "interactome with costs", "synthesized"),
+        RawInput("genesets", RAW_FILES["genesets"], "gene sets", "synthesized"),
+        RawInput("screen_genes", RAW_FILES["screen_genes"], "screened genes", "synthesized"),
     ),
     "folder": (
-        RawInput("image_metadata", "metadata/images.csv", "the fields of view (written by stage 00 from the table)",
+        RawInput("image_metadata", RAW_FILES["image_metadata"], "the fields of view (written by stage 00 from the table)",
                  "params data.folder.metadata"),
-        RawInput("scrnaseq", "expression/scrnaseq_counts.h5ad", "single-cell counts (.h5ad or .csv)",
+        RawInput("scrnaseq", RAW_FILES["scrnaseq"], "single-cell counts (.h5ad or .csv)",
                  "params data.folder.single_cell"),
-        RawInput("bulk_expression", "expression/bulk_expression.csv", "bulk expression (CCLE layout)",
+        RawInput("bulk_expression", RAW_FILES["bulk_expression"], "bulk expression (CCLE layout)",
                  "params data.folder.bulk_expression"),
-        RawInput("bulk_sample_info", "expression/bulk_sample_info.csv", "cell-line annotation",
+        RawInput("bulk_sample_info", RAW_FILES["bulk_sample_info"], "cell-line annotation",
                  "params data.folder.bulk_sample_info"),
-        RawInput("ppi", "ppi/ppi_costs.tsv", "interactome with costs", "params data.folder.ppi"),
-        RawInput("genesets", "genesets/genesets.gmt", "gene sets", "params data.folder.gene_sets"),
+        RawInput("ppi", RAW_FILES["ppi"], "interactome with costs", "params data.folder.ppi"),
+        RawInput("genesets", RAW_FILES["genesets"], "gene sets", "params data.folder.gene_sets"),
     ),
     "rohban": (
-        RawInput("image_metadata", "metadata/images.csv",
+        RawInput("image_metadata", RAW_FILES["image_metadata"],
                  "per-field metadata of the Hoechst images (Image_Metadata_* columns)",
                  "Cell Painting Gallery cpg0017-rohban-pathways (or IDR idr0033 database export)"),
         *_COMMON_OMICS,
-        RawInput("screen_genes", "genesets/screen_genes.txt", "the 190 screened ORF genes, one per line",
+        RawInput("screen_genes", RAW_FILES["screen_genes"], "the 190 screened ORF genes, one per line",
                  "Zenodo 10.5281/zenodo.8415537, target_list/gene_target_list.txt"),
     ),
     "jump": (
-        RawInput("image_metadata", "metadata/images.csv", "per-field metadata of the DNA images (normalised)",
+        RawInput("image_metadata", RAW_FILES["image_metadata"], "per-field metadata of the DNA images (normalised)",
                  "Cell Painting Gallery cpg0016-jump source_4 + jump-cellpainting/datasets metadata"),
         *_COMMON_OMICS,
-        RawInput("screen_genes", "genesets/screen_genes.txt", "the ORF genes to use (interactome genes in JUMP)",
+        RawInput("screen_genes", RAW_FILES["screen_genes"], "the ORF genes to use (interactome genes in JUMP)",
                  "written by the Rohban run's interactome stage"),
     ),
 }

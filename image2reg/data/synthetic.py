@@ -592,7 +592,7 @@ def world_fingerprint(params: SyntheticParams, seed: int) -> str:
 
 def read_world_info(raw: RawLayout) -> dict | None:
     """The ``world.json`` of a synthesized raw folder, or None when there is none."""
-    path = raw.truth / "world.json"
+    path = raw.world
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -645,7 +645,7 @@ def synthesize_world(params: SyntheticParams, raw: RawLayout, seed: int, progres
     info = {"fingerprint": fingerprint, "seed": seed, "generator": GENERATOR_VERSION,
             "params": params.model_dump(mode="json"), "summary": summary}
     stamp.unlink()
-    write_text_atomic(partial.truth / "world.json", json.dumps(info, indent=2))
+    write_text_atomic(partial.world, json.dumps(info, indent=2))
     _replace_dir(partial.root, raw.root)
     logger.info("synthetic world written to %s in %.1f s", raw.root, time.perf_counter() - started)
     return summary
@@ -671,30 +671,30 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
 def _write_omics(genes: pd.DataFrame, screen: pd.DataFrame, screened_modules: np.ndarray,
                  params: SyntheticParams, seed: int, raw: RawLayout) -> dict:
     ppi = make_ppi(genes, params, seed)
-    with atomic_path(raw.ppi / "ppi_costs.tsv") as tmp:
+    with atomic_path(raw.file("ppi")) as tmp:
         ppi[["protein1", "protein2", "cost"]].to_csv(tmp, sep="\t", index=False)
 
     cells = make_single_cell(genes, params, seed)
-    with atomic_path(raw.expression / "scrnaseq_counts.h5ad") as tmp:
+    with atomic_path(raw.file("scrnaseq")) as tmp:
         cells.write_h5ad(tmp)
     bulk, sample_info, logfc = make_bulk(genes, screened_modules, params, seed)
-    with atomic_path(raw.expression / "bulk_expression.csv") as tmp:
+    with atomic_path(raw.file("bulk_expression")) as tmp:
         bulk.to_csv(tmp)
-    with atomic_path(raw.expression / "bulk_sample_info.csv") as tmp:
+    with atomic_path(raw.file("bulk_sample_info")) as tmp:
         sample_info.to_csv(tmp, index=False)
 
     sets = make_gene_sets(genes, params, seed)
-    write_text_atomic(raw.genesets / "genesets.gmt",
+    write_text_atomic(raw.file("genesets"),
                       "".join(f"{name}\tsynthetic\t" + "\t".join(members) + "\n" for name, members in sets.items()))
-    write_text_atomic(raw.genesets / "screen_genes.txt", "".join(f"{g}\n" for g in screen["gene"]))
+    write_text_atomic(raw.screen_genes, "".join(f"{g}\n" for g in screen["gene"]))
 
     truth = genes.merge(screen.drop(columns=["module", "gene_id"]), on="gene", how="left")
     truth["in_screen"] = truth["effect_class"].notna()
     truth["impactful"] = truth["impactful"].astype("boolean").fillna(False).astype(bool)
     truth["u2os_logfc"] = truth["gene"].map(logfc)
     truth["module_screened"] = truth["module"].isin(screened_modules)
-    _write_parquet(truth, raw.truth / "genes.parquet")
-    _write_parquet(ppi, raw.truth / "ppi_edges.parquet")
+    _write_parquet(truth, raw.truth_genes)
+    _write_parquet(ppi, raw.truth_ppi)
     return {"n_genes": int(len(genes)), "n_modules": params.n_modules, "n_ppi_edges": int(len(ppi)),
             "n_cells": int(cells.n_obs), "n_expressed_genes": int(cells.n_vars),
             "n_cell_lines": params.n_cell_lines, "n_gene_sets": len(sets),
@@ -768,8 +768,8 @@ def _write_screen(screen: pd.DataFrame, wells: pd.DataFrame, params: SyntheticSc
 
     nuclei = pd.concat(nuclei_tables, ignore_index=True)
     field_truth = pd.concat(field_tables, ignore_index=True)
-    _write_parquet(nuclei, raw.truth / "nuclei.parquet")
-    _write_parquet(field_truth, raw.truth / "fields.parquet")
+    _write_parquet(nuclei, raw.truth_nuclei)
+    _write_parquet(field_truth, raw.truth_fields)
     metadata = rohban_metadata(field_truth, screen)
     with atomic_path(raw.image_metadata) as tmp:
         metadata.to_csv(tmp, index=False)

@@ -33,7 +33,7 @@ from image2reg.images.illumination import correct_illumination, estimate_illumin
 from image2reg.images.nuclei import crop_nuclei, filter_nuclei, measure_nuclei
 from image2reg.images.qc import field_qc, flag_fields, outlier_fields
 from image2reg.images.segmentation import make_segmenter, match_labels
-from image2reg.layout import RawLayout, atomic_path
+from image2reg.layout import RawLayout, artifact_name, atomic_path
 
 logger = logging.getLogger("image2reg")
 
@@ -82,7 +82,7 @@ def corrected_field(image: np.ndarray, illumination: np.ndarray | None) -> np.nd
 
 
 def illumination_path(out_dir: Path, plate: str) -> Path:
-    return Path(out_dir) / "illumination" / f"{plate}.tif"
+    return Path(out_dir) / artifact_name("images", "illumination") / f"{plate}.tif"
 
 
 def _estimate_plate(task: tuple[str, list[str], str, ImagesStageParams]) -> str:
@@ -138,7 +138,7 @@ def prepare_illumination(fields: pd.DataFrame, out_dir: Path, params: ImagesStag
 def illumination_table(functions: dict[str, str | None], out_dir: Path) -> pd.DataFrame:
     """One row per plate: the illumination function it was corrected with and whether it was ``published``,
     ``estimated`` (by stage 01, under ``out_dir/illumination/``) or ``none``."""
-    estimated = (Path(out_dir) / "illumination").resolve()
+    estimated = (Path(out_dir) / artifact_name("images", "illumination")).resolve()
     kinds = {plate: "none" if path is None else "estimated" if Path(path).resolve().parent == estimated else "published"
              for plate, path in functions.items()}
     return pd.DataFrame({"function": pd.Series(functions, dtype=object), "kind": pd.Series(kinds)}).rename_axis("plate")
@@ -259,7 +259,7 @@ def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesS
         pass
     n_kept = store.consolidate(out_dir, [shard_id for shard_id, _ in shards], params.crop_size, TABLES)
     images = _flag(out_dir, params)
-    dropped = pd.read_parquet(out_dir / "nuclei_dropped.parquet", columns=[])
+    dropped = pd.read_parquet(out_dir / artifact_name("images", "nuclei_dropped"), columns=[])
     return {"fields": len(images), "outlier_fields_left_out": int(outliers.sum()),
             "failed_fields": int((images["error"] != "").sum()), "flagged_fields": int((~images["QC_pass"]).sum()),
             "nuclei": n_kept, "nuclei_dropped": len(dropped), "seconds": round(time.perf_counter() - started, 1)}
@@ -267,20 +267,20 @@ def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesS
 
 def _flag(out_dir: Path, params: ImagesStageParams) -> pd.DataFrame:
     """Set the per-plate QC flags on the field table and carry ``QC_pass`` into the nucleus tables."""
-    images = pd.read_parquet(out_dir / "images.parquet")
+    images = pd.read_parquet(out_dir / artifact_name("images", "images"))
     measured = images["error"] == ""
     flagged = flag_fields(images[measured], blur_max_slope=params.qc.blur_max_slope, blur_mad_k=params.qc.blur_mad_k,
                           saturation_max_fraction=params.qc.saturation_max_fraction)
     for column in ("QC_blurry", "QC_saturated", "QC_outlier", "QC_pass"):
         images[column] = False
         images.loc[measured, column] = flagged[column].to_numpy()
-    with atomic_path(out_dir / "images.parquet") as tmp:
+    with atomic_path(out_dir / artifact_name("images", "images")) as tmp:
         images.to_parquet(tmp, index=False)
     passing = images.set_index("image_path")["QC_pass"]
     for name in ("nuclei", "nuclei_dropped"):
-        table = pd.read_parquet(out_dir / f"{name}.parquet")
+        table = pd.read_parquet(out_dir / artifact_name("images", name))
         table["QC_pass"] = table["image_path"].map(passing).astype(bool) if len(table) else pd.Series(dtype=bool)
-        with atomic_path(out_dir / f"{name}.parquet") as tmp:
+        with atomic_path(out_dir / artifact_name("images", name)) as tmp:
             table.to_parquet(tmp, index=False)
     return images
 

@@ -21,15 +21,19 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from image2reg.layout import atomic_path
+from image2reg.layout import TaskFiles, artifact_name, atomic_path
 
-CROPS = "nuclei.zarr"
-NUCLEI = "nuclei"
-_DONE = "done"
+CROPS = artifact_name("images", "crops")
+NUCLEI = "nuclei"  # the table key (of STAGE_FILES["images"]) with one row per crop
+_DONE = TaskFiles.SHARD_DONE
+
+
+def _table_file(name: str) -> str:
+    return artifact_name("images", name)
 
 
 def shard_dir(folder: Path, shard_id: str) -> Path:
-    return Path(folder) / "shards" / shard_id
+    return Path(folder) / artifact_name("images", "shards") / shard_id
 
 
 def shard_done(folder: Path, shard_id: str) -> bool:
@@ -45,11 +49,11 @@ def write_shard(folder: Path, shard_id: str, crops: np.ndarray, tables: dict[str
     if len(crops) != len(tables[NUCLEI]):
         raise ValueError(f"shard {shard_id}: {len(crops)} crops for {len(tables[NUCLEI])} nuclei")
     target = shard_dir(folder, shard_id)
-    with atomic_path(target / "crops.npy") as tmp:
+    with atomic_path(target / TaskFiles.SHARD_CROPS) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, crops, allow_pickle=False)
     for name, table in tables.items():
-        with atomic_path(target / f"{name}.parquet") as tmp:
+        with atomic_path(target / _table_file(name)) as tmp:
             table.to_parquet(tmp, index=False)
     (target / _DONE).touch()
 
@@ -67,7 +71,7 @@ def consolidate(folder: Path, shard_ids: Sequence[str], crop_size: int, tables: 
     missing = [shard for shard in shard_ids if not shard_done(folder, shard)]
     if missing:
         raise FileNotFoundError(f"{len(missing)} shard(s) not finished under {folder / 'shards'}: {missing[:5]}")
-    sizes = [len(pd.read_parquet(shard_dir(folder, s) / f"{NUCLEI}.parquet", columns=[])) for s in shard_ids]
+    sizes = [len(pd.read_parquet(shard_dir(folder, s) / _table_file(NUCLEI), columns=[])) for s in shard_ids]
     total = sum(sizes)
 
     tmp = folder / f".{CROPS}.tmp"
@@ -78,16 +82,16 @@ def consolidate(folder: Path, shard_ids: Sequence[str], crop_size: int, tables: 
     start = 0
     for shard, size in zip(shard_ids, sizes):
         if size:
-            crops[start:start + size] = np.load(shard_dir(folder, shard) / "crops.npy", allow_pickle=False)
+            crops[start:start + size] = np.load(shard_dir(folder, shard) / TaskFiles.SHARD_CROPS, allow_pickle=False)
             start += size
     _replace(tmp, folder / CROPS)
 
     for name in tables:
-        table = pd.concat([pd.read_parquet(shard_dir(folder, s) / f"{name}.parquet") for s in shard_ids],
+        table = pd.concat([pd.read_parquet(shard_dir(folder, s) / _table_file(name)) for s in shard_ids],
                           ignore_index=True)
         if name == NUCLEI:
             table["crop_index"] = np.arange(total)
-        with atomic_path(folder / f"{name}.parquet") as path:
+        with atomic_path(folder / _table_file(name)) as path:
             table.to_parquet(path, index=False)
     return total
 

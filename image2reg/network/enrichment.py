@@ -1,36 +1,18 @@
 """Gene-set enrichment of a gene list (e.g. the interactome's nodes) with the hypergeometric test.
 
-:func:`read_gmt` reads the MSigDB GMT format (one set per line: name, description, genes, tab-
-separated); :func:`enrichment` asks, for every set, whether the list holds more of its genes than a
+:func:`enrichment` asks, for every set, whether the list holds more of its genes than a
 random draw of the same size from the universe would (one-sided hypergeometric test, Benjamini–
 Hochberg FDR over the sets tested). Only genes of the universe count, in the list and in the sets.
+Gene sets are read by :func:`image2reg.data.network_inputs.read_gmt`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
-
-
-def read_gmt(path: str | Path) -> dict[str, list[str]]:
-    """Gene sets of a GMT file: name → genes (upper-cased, duplicates removed, file order kept)."""
-    path = Path(path)
-    sets: dict[str, list[str]] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.rstrip("\n").split("\t")
-        if len(fields) < 3:
-            raise ValueError(f"{path}: line {number} has {len(fields)} tab-separated fields; a GMT line is "
-                             f"name, description, genes")
-        if fields[0] in sets:
-            raise ValueError(f"{path}: line {number} repeats the gene set {fields[0]!r}")
-        sets[fields[0]] = list(dict.fromkeys(gene.strip().upper() for gene in fields[2:] if gene.strip()))
-    return sets
 
 
 def enrichment(genes: Iterable[str], gene_sets: dict[str, list[str]], universe: Iterable[str],

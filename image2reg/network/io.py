@@ -8,9 +8,9 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from image2reg.layout import atomic_path
+from image2reg.layout import artifact_name, atomic_path
 
-GRAPHML, NODES, EDGES = "interactome.graphml", "nodes.parquet", "edges.parquet"
+GRAPHML, NODES, EDGES = (artifact_name("interactome", key) for key in ("graphml", "nodes", "edges"))
 
 
 def to_graph(nodes: pd.DataFrame, edges: pd.DataFrame) -> nx.Graph:

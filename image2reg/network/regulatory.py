@@ -25,11 +25,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from image2reg.cnn.tasks import run_once
+from image2reg.execute import run_once
 from image2reg.config import GaeParams, RegulatoryStageParams
-from image2reg.layout import atomic_path
+from image2reg.layout import TaskFiles, atomic_path
 
-EMBEDDINGS, HISTORY = "embeddings.npy", "history.parquet"
+EMBEDDINGS, HISTORY = TaskFiles.GAE_EMBEDDINGS, TaskFiles.GAE_HISTORY
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def loto_data(image: ad.AnnData, regulatory: ad.AnnData, genes: Sequence[str], t
 def profile_table(profiles: pd.DataFrame, conditions: pd.Series, control: str) -> pd.DataFrame:
     """Mean classical profile of every condition, each feature standardised against the control's nuclei.
 
-    The image side without a CNN: the features of stage 02 (:func:`image2reg.cnn.profiles.nucleus_profiles`)
+    The image side without a CNN: the features of stage 02 (:func:`image2reg.profiling.features.nucleus_profiles`)
     need no training, so every condition's row is a leave-one-target-out embedding as it stands.
 
     Parameters
