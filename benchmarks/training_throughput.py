@@ -87,7 +87,7 @@ from image2reg.data.cellpainting import read_image_table
 from image2reg.execute import ExecutionParams, default_workers
 from image2reg.images import pipeline
 from image2reg.images.illumination import correct_illumination, read_illumination_function
-from image2reg.layout import RawLayout
+from image2reg.layout import RawLayout, artifact_name
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CLASSES = 42
@@ -120,7 +120,7 @@ def build_world(folder: Path, field_size: int, nuclei_per_field: int, sites_per_
 
 def training_table(images_dir: Path, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str | None]]:
     """Nucleus table, a one-fold split table with every usable nucleus in ``train`` (random labels), illumination."""
-    nuclei = pd.read_parquet(images_dir / "nuclei.parquet")
+    nuclei = pd.read_parquet(images_dir / artifact_name("images", "nuclei"))
     used = nuclei[nuclei[QC_PASS]] if QC_PASS in nuclei else nuclei
     labels = np.random.default_rng(seed).integers(0, N_CLASSES, len(used))
     splits = pd.DataFrame({"fold": 0, "split": "train", "label": labels}, index=used.index)

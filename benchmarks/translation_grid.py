@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from image2reg.execute import ExecutionParams, default_workers
+from image2reg.translation.features import InputSettings, augment_inputs, unit_rows
 from image2reg.translation.grid import grid_ranks, grid_summary, nested_selection, reference_grid
 from image2reg.translation.loto import LotoData
 from image2reg.translation.metrics import distance_ranks, random_topk, topk_accuracy, topk_auc
-from image2reg.translation.features import InputSettings, augment_inputs, unit_rows
 from image2reg.translation.models import NtkRegression
 
 

@@ -6,6 +6,11 @@ change a few keys for one fold without copying the file.
 
 Everything is checked before anything runs: an unknown key, a missing key, a wrong type or a
 duplicated key is a :class:`ParamsError` naming the file, the line and the key path.
+
+Why one module of ~900 lines: it is the params *schema*, one pydantic model per stage block, plus the
+loader that checks a file against it. A user reading what a key means, and a developer adding one, find
+every block, its defaults and the cross-stage checks in one place; the blocks share validators and the
+"did you mean" error path, and it imports neither torch nor any stage code (a test checks this).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ class SyntheticScreenParams(StrictModel):
                     "drawn one by one from the screened modules)")
 
     @model_validator(mode="after")
-    def _ranges(self) -> "SyntheticScreenParams":
+    def _ranges(self) -> SyntheticScreenParams:
         for key in ("strong_effect", "weak_effect"):
             low, high = getattr(self, key)
             if not 0 <= low <= high:
@@ -165,7 +170,7 @@ class DataStageParams(StrictModel):
                                           "folder (e.g. the reference's 249 interactome and 41 impactful genes)")
 
     @model_validator(mode="after")
-    def _blocks(self) -> "DataStageParams":
+    def _blocks(self) -> DataStageParams:
         if self.source == "synthetic" and self.synthetic is None:
             raise ValueError("source 'synthetic' needs a 'synthetic' block")
         if self.source != "synthetic" and self.synthetic is not None:
@@ -547,7 +552,7 @@ class SecondScreenParams(StrictModel):
                                                                        "random (null: every other interactome gene)")
 
     @model_validator(mode="after")
-    def _effect(self) -> "SecondScreenParams":
+    def _effect(self) -> SecondScreenParams:
         low, high = self.effect
         if not 0 <= low <= high:
             raise ValueError(f"effect must be [low, high] with 0 <= low <= high, got {[low, high]}")
@@ -584,7 +589,7 @@ class ValidationStageParams(StrictModel):
     torch_threads: int | None = Field(default=None, ge=1, description="torch threads (null: torch's default)")
 
     @model_validator(mode="after")
-    def _ks(self) -> "ValidationStageParams":
+    def _ks(self) -> ValidationStageParams:
         if not self.auc_ks or any(k < 1 or k > self.max_k for k in self.auc_ks):
             raise ValueError(f"auc_ks must list values between 1 and max_k ({self.max_k})")
         return self
@@ -607,7 +612,7 @@ class StagesParams(StrictModel):
     validation: ValidationStageParams | None = None
 
     @model_validator(mode="after")
-    def _second_screen(self) -> "StagesParams":
+    def _second_screen(self) -> StagesParams:
         if self.validation is None or self.data is None:
             return self
         synthetic = self.data.source == "synthetic"
@@ -850,7 +855,8 @@ def _check_fold_overrides(params: RunParams, lines: dict[tuple, int]) -> None:
     for fold, overrides in params.fold_overrides.items():
         if not 0 <= fold < params.folds:
             line = _line_of(lines, ("fold_overrides", str(fold)))
-            messages.append(f"{where}, line {line}: fold_overrides.{fold}: fold {fold} is outside 0..{params.folds - 1}")
+            messages.append(f"{where}, line {line}: fold_overrides.{fold}: fold {fold} is outside "
+                            f"0..{params.folds - 1}")
             continue
         for name in overrides:
             loc = ("fold_overrides", str(fold), name)

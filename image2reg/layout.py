@@ -35,7 +35,8 @@ STAGE_FILES: dict[str, dict[str, str]] = {
                "screen_results": "screen_results.parquet", "specificity": "specificity.parquet",
                "impactful_genes": "impactful_genes.txt", "truth_check": "truth_check.json", "summary": "summary.json"},
     "embeddings": {"models": "models", "metrics": "metrics.parquet", "nucleus_embeddings": "nucleus_embeddings.h5ad",
-                   "gene_embeddings": "gene_embeddings.h5ad", "activity": "activity.parquet", "summary": "summary.json"},
+                   "gene_embeddings": "gene_embeddings.h5ad", "activity": "activity.parquet",
+                   "summary": "summary.json"},
     "loto": {"models": "models", "metrics": "metrics.parquet", "gene_embeddings_loto": "gene_embeddings_loto.h5ad",
              "summary": "summary.json"},
     "interactome": {"graphml": "interactome.graphml", "nodes": "nodes.parquet", "edges": "edges.parquet",
@@ -49,7 +50,8 @@ STAGE_FILES: dict[str, dict[str, str]] = {
     "translation": {"ranks": "ranks.parquet", "grid": "grid.parquet", "queries": "queries",
                     "queries_work": "queries_work", "predict_held_out": "predict_held_out.parquet",
                     "summary": "summary.json"},
-    "validation": {"images": "images", "screen": "screen", "models": "models", "gene_embeddings": "gene_embeddings.h5ad",
+    "validation": {"images": "images", "screen": "screen", "models": "models",
+                   "gene_embeddings": "gene_embeddings.h5ad",
                    "ranks": "ranks.parquet", "summary": "summary.json"},
 }
 
@@ -65,7 +67,7 @@ RAW_FILES: dict[str, str] = {
 
 
 def artifact_name(stage: str, key: str) -> str:
-    """The file (or folder) name of artifact ``key`` of ``stage``, e.g. ``("images", "nuclei")`` → ``nuclei.parquet``."""
+    """The file (or folder) name of artifact ``key`` of ``stage``: ``("images", "nuclei")`` → ``nuclei.parquet``."""
     files = STAGE_FILES.get(stage)
     if files is None:
         raise KeyError(f"no stage '{stage}' writes artifacts; stages: {', '.join(STAGE_FILES)}")

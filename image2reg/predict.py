@@ -37,9 +37,9 @@ from image2reg.images.pipeline import illumination_path, preprocess_images
 from image2reg.layout import RunLayout, TaskFiles, artifact_name, atomic_path, find_project_root
 from image2reg.notebook import impactful_genes
 from image2reg.stages import stage_by_name
-from image2reg.translation.loto import model_fit_predict
 from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.inputs import model_block
+from image2reg.translation.loto import model_fit_predict
 
 QUERY_PLATE = "query"
 IMAGE_SUFFIXES = (".tif", ".tiff")
@@ -93,7 +93,8 @@ def encoders(layout: RunLayout, params: RunParams, model: str) -> list[TrainedEn
             embedded = ad.read_h5ad(folder / TaskFiles.EMBEDDINGS)
             means = gene_embeddings(embedded)
             table = pd.DataFrame(np.asarray(means.X), index=means.obs_names.astype(str))
-            found.append(TrainedEncoder(folder.name, folder / TaskFiles.TRAINING / TaskFiles.BEST_MODEL, list(embedded.uns["classes"]),
+            weights = folder / TaskFiles.TRAINING / TaskFiles.BEST_MODEL
+            found.append(TrainedEncoder(folder.name, weights, list(embedded.uns["classes"]),
                                         table.drop(index=[control], errors="ignore"), regulatory))
         if not found:
             raise StageNotRunError(f"no trained fold models under {models}: run "
@@ -114,7 +115,8 @@ def encoders(layout: RunLayout, params: RunParams, model: str) -> list[TrainedEn
     regulatory = model_block(_needs(layout, "regulatory", lambda: ad.read_h5ad(
         layout.artifact("regulatory", "regulatory_embeddings_loto"))), gene)
     regulatory = pd.DataFrame(unit_rows(regulatory.to_numpy()), index=regulatory.index)
-    return [TrainedEncoder(f"loto:{gene}", folder / TaskFiles.TRAINING / TaskFiles.BEST_MODEL, list(embedded.uns["classes"]),
+    weights = folder / TaskFiles.TRAINING / TaskFiles.BEST_MODEL
+    return [TrainedEncoder(f"loto:{gene}", weights, list(embedded.uns["classes"]),
                            image, regulatory)]
 
 

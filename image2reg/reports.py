@@ -117,7 +117,8 @@ def headline_numbers(layout: RunLayout) -> list[Headline]:
     if validation:
         for part, label in (("restricted", "genes of the reference's clusters"), ("all", "all test genes")):
             if f"{part}_top5" in validation and f"{part}_mean_all_top5" in validation:
-                rows.append(Headline("08 validation", f"top-5 on new genes ({label})", f"{validation[f'{part}_top5']:.3f}",
+                rows.append(Headline("08 validation", f"top-5 on new genes ({label})",
+                                     f"{validation[f'{part}_top5']:.3f}",
                                      f"mean baseline {validation[f'{part}_mean_all_top5']:.3f}",
                                      _p(validation.get(f"{part}_p_random_top5"))))
     return rows

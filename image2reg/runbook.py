@@ -12,6 +12,9 @@ the tasks reading it see a changed input key and run as well. A run that is kill
 manifest ``started``; the next run redoes the task and, if the key is unchanged, keeps the files it
 had written so the notebook can resume. A derived stage whose key changed starts from an empty
 folder, so stale artifacts never survive; the raw data folder is never deleted.
+
+Why one module of ~500 lines: the command line, the task keys and manifests, and the run loop with its
+kill handling are one state machine; every part reads and writes the same manifest records.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ import jupytext
 import nbformat
 import papermill
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import CaselessStrEnum
 from nbconvert import HTMLExporter
+from traitlets import CaselessStrEnum
 
 import image2reg
 from image2reg.config import ParamsError, load_params, params_path_for
@@ -405,7 +408,8 @@ class Runbook:
         """A table of the tasks with their state and last run."""
         rows = [("task", "per-fold", "state", "last run")]
         for item in planned:
-            rows.append((item.task.name, "yes" if item.task.stage.per_fold else "no", item.state, _last_run(item.manifest)))
+            rows.append((item.task.name, "yes" if item.task.stage.per_fold else "no", item.state,
+                         _last_run(item.manifest)))
         widths = [max(len(row[column]) for row in rows) for column in range(3)]
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])

@@ -7,8 +7,7 @@ import pickle
 import pytest
 import torch
 
-from image2reg.cnn.augment import (GREY_MEAN, GREY_STD, random_flips, scale_percentiles, standardize,
-                                   to_unit_interval)
+from image2reg.cnn.augment import GREY_MEAN, GREY_STD, random_flips, scale_percentiles, standardize, to_unit_interval
 from image2reg.cnn.ensemble import ImageEnsemble
 from image2reg.cnn.resnet import load_pretrained, resnet18
 

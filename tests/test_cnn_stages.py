@@ -178,7 +178,8 @@ def test_predict_ranks_the_genes_for_new_images_of_a_held_out_gene(cnn_run, tmp_
     assert "query: 3 fields of view" in printed and f"models: loto:{gene}" in printed
     assert "segmented" in printed and "kept by the filters" in printed
     n = len(nodes)
-    assert f"a random gene: rank {(n + 1) / 2:g} of {n} on average, in the top 3 with probability {3 / n:.1%}" in printed
+    assert (f"a random gene: rank {(n + 1) / 2:g} of {n} on average, in the top 3 with probability {3 / n:.1%}"
+            in printed)
     assert ranking["top_percent"].iloc[-1] == 100.0
 
     assert main(args + ["--json"]) == 0  # for scripts

@@ -128,7 +128,8 @@ def test_fold_override_merges_one_key_and_revalidates():
     params["fold_overrides"] = {1: {"data": {"synthetic": {"screen": {"n_plates": 3}}}}}
     merged = RunParams.model_validate(params)
     assert merged.stage("data", fold=1).synthetic.screen.n_plates == 3
-    assert merged.stage("data", fold=1).synthetic.screen.sites_per_well == merged.stage("data").synthetic.screen.sites_per_well
+    overridden, default = merged.stage("data", fold=1).synthetic.screen, merged.stage("data").synthetic.screen
+    assert overridden.sites_per_well == default.sites_per_well
     assert merged.stage("data", fold=0).synthetic.screen.n_plates == 1
     assert merged.fingerprint("data", 1) != merged.fingerprint("data", 0)
 

@@ -23,7 +23,6 @@ from image2reg.cnn.embed import (
     run_embedding_task,
     run_embedding_tasks,
 )
-from image2reg.profiling.features import nucleus_profiles
 from image2reg.cnn.splits import loto_splits, multiclass_splits
 from image2reg.cnn.tasks import EncoderSpec, encoder_spec
 from image2reg.cnn.train import TrainingParams
@@ -36,6 +35,7 @@ from image2reg.config import (
     load_params,
 )
 from image2reg.execute import ExecutionParams
+from image2reg.profiling.features import nucleus_profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENT = 8

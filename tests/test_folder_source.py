@@ -16,14 +16,14 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
-
 from conftest import real_file
+from test_cnn_stages import cnn_params
+
 from image2reg.config import FolderParams, load_params
 from image2reg.data.cellpainting import read_image_table
 from image2reg.data.folder import FolderScreenError, link_inputs, read_folder_screen
 from image2reg.images import store
 from image2reg.layout import RawLayout
-from test_cnn_stages import cnn_params
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = {"file": "image", "plate": "plate_id", "well": "well_id", "site": "field", "perturbation": "target"}
@@ -186,7 +186,8 @@ def test_the_folder_screen_gives_the_synthetic_runs_screen_and_embeddings(both_r
 # Real fields from a folder
 # ---------------------------------------------------------------------------------------------
 def test_real_fields_from_a_folder_go_through_stages_00_and_01(tmp_path, run_cli):
-    jump = real_file("cytodataframe/tests/data/cytotable/JUMP_plate_BR00117006/images/orig/r01c01f01p01-ch5sk1fk1fl1.tiff")
+    jump = real_file("cytodataframe/tests/data/cytotable/JUMP_plate_BR00117006/images/orig/"
+                     "r01c01f01p01-ch5sk1fk1fl1.tiff")
     ht29 = real_file("cellprofiler_examples/ExampleHuman/images/AS_09125_050116030001_D03f00d0.tif")
     real = jump.parents[7]
     pd.DataFrame({"file": [str(jump.relative_to(real)), str(ht29.relative_to(real))],

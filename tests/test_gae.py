@@ -10,14 +10,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from image2reg.network.gae import (
-    GaeParams,
-    image_cluster_labels,
-    minimum_edges,
-    node_features,
-    node_labels,
-    train_gae,
-)
+from image2reg.network.gae import GaeParams, image_cluster_labels, minimum_edges, node_features, node_labels, train_gae
 
 # Small and fast: a few hundred tiny full-graph steps per run.
 SMALL = dict(hidden_dim=16, latent_dim=8, learning_rate=0.01, epochs=40, patience=40, gamma=0.0, seed=3)
@@ -176,17 +169,17 @@ def test_node_labels_align_to_the_graph_order():
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda f, e, l: (f[0], e, l), "nodes × features"),
-    (lambda f, e, l: (np.where(f > 1.5, np.nan, f), e, l), "NaN"),
-    (lambda f, e, l: (f, e[:, :1], l), r"E × 2"),
-    (lambda f, e, l: (f, e.astype(float), l), "integer node indices"),
-    (lambda f, e, l: (f, np.vstack([e, [[0, 60]]]), l), r"\[0, 60\)"),
-    (lambda f, e, l: (f, np.vstack([e, [[-1, 3]]]), l), r"\[0, 60\)"),
-    (lambda f, e, l: (f, np.vstack([e, [[5, 5]]]), l), "self-loops"),
-    (lambda f, e, l: (f, np.vstack([e, e[:1, ::-1]]), l), "more than once"),
-    (lambda f, e, l: (f, e, np.zeros(59, dtype=int)), "one label per node"),
-    (lambda f, e, l: (f, e, np.full(60, -2)), "≥ −1"),
-    (lambda f, e, l: (f, e[:9], l), "9 edges are too few to split.*at least 10 edges"),
+    (lambda f, e, lab: (f[0], e, lab), "nodes × features"),
+    (lambda f, e, lab: (np.where(f > 1.5, np.nan, f), e, lab), "NaN"),
+    (lambda f, e, lab: (f, e[:, :1], lab), r"E × 2"),
+    (lambda f, e, lab: (f, e.astype(float), lab), "integer node indices"),
+    (lambda f, e, lab: (f, np.vstack([e, [[0, 60]]]), lab), r"\[0, 60\)"),
+    (lambda f, e, lab: (f, np.vstack([e, [[-1, 3]]]), lab), r"\[0, 60\)"),
+    (lambda f, e, lab: (f, np.vstack([e, [[5, 5]]]), lab), "self-loops"),
+    (lambda f, e, lab: (f, np.vstack([e, e[:1, ::-1]]), lab), "more than once"),
+    (lambda f, e, lab: (f, e, np.zeros(59, dtype=int)), "one label per node"),
+    (lambda f, e, lab: (f, e, np.full(60, -2)), "≥ −1"),
+    (lambda f, e, lab: (f, e[:9], lab), "9 edges are too few to split.*at least 10 edges"),
 ])
 def test_bad_inputs_are_refused(small_graph, change, message):
     features, edges, _ = small_graph

@@ -5,17 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from translation_helpers import random_data
 
 from image2reg.execute import ExecutionParams
 from image2reg.translation import grid as grid_module
 from image2reg.translation.features import InputSettings, augment_inputs
-from image2reg.translation.grid import (GRID_COLUMNS, grid_ranks, grid_summary, nested_selection, reference_grid,
-                                        settings_grid)
+from image2reg.translation.grid import (
+    GRID_COLUMNS,
+    grid_ranks,
+    grid_summary,
+    nested_selection,
+    reference_grid,
+    settings_grid,
+)
 from image2reg.translation.loto import LotoData
 from image2reg.translation.metrics import distance_ranks, selection_score, topk_accuracy, topk_auc
 from image2reg.translation.models import NtkRegression
-
-from translation_helpers import random_data
 
 
 def slow_grid_ranks(data: LotoData, grid: pd.DataFrame, seed: int = 0) -> np.ndarray:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from translation_helpers import planted_data, random_data
 
 from image2reg.translation import loto
 from image2reg.translation.features import InputSettings
-from image2reg.translation.loto import (LotoData, baseline_ranks, loto_predictions, loto_ranks, model_fit_predict,
-                                        permutation_ranks)
+from image2reg.translation.loto import (
+    LotoData,
+    baseline_ranks,
+    loto_predictions,
+    loto_ranks,
+    model_fit_predict,
+    permutation_ranks,
+)
 from image2reg.translation.metrics import distance_ranks, random_topk, topk_accuracy
 from image2reg.translation.statistics import permutation_p_value
-
-from translation_helpers import planted_data, random_data
 
 
 def test_loto_data_validation_names_the_culprit():

@@ -6,11 +6,10 @@ errors and drops.
 
 from __future__ import annotations
 
-
 import pandas as pd
 import pytest
-
 from conftest import SHARED_DATA, real_file
+
 from image2reg.data.cellpainting import ImageTableError, load_data_fields, normalize_jump_metadata, read_jump_metadata
 from image2reg.data.metadata import (
     GeneListError,
@@ -19,9 +18,9 @@ from image2reg.data.metadata import (
     condition_counts,
     gene_overlap,
     genes_to_screen,
-    overlap_table,
     inventory,
     jump_orf_wells,
+    overlap_table,
     read_gene_list,
     read_gene_table,
     read_idr_screen,
@@ -69,7 +68,8 @@ def test_the_reference_rohban_table_reads_with_its_known_counts(rohban):
     assert int(rohban["Metadata_QCFlag_isBlurry"].sum()) == 17
     assert int(rohban["Metadata_QCFlag_isSaturated"].sum()) == 247
     assert rohban["Metadata_Well"].str.fullmatch(r"[a-p]\d\d").all()
-    assert (rohban["Metadata_PathName"] == "images/" + rohban["Metadata_Plate"] + "/" + rohban["Metadata_FileName"]).all()
+    expected = "images/" + rohban["Metadata_Plate"] + "/" + rohban["Metadata_FileName"]
+    assert (rohban["Metadata_PathName"] == expected).all()
 
 
 def test_the_screened_and_impactful_genes_are_all_in_the_rohban_table(rohban):
@@ -114,7 +114,8 @@ def test_idr_screen_files_name_every_field_and_its_illumination_corrected_file(r
                                         "FileName_PhGolgi", "FileName_Mito"]
     first = idr.iloc[0]
     assert (first["Metadata_Well"], first["Metadata_Site"]) == ("a01", 1)
-    assert first["FileName_Hoechst"] == "taoe005-u2os-72h-cp-a-au00044859_a01_s1_w1506fb051-c2ad-45db-8a52-674278937a31.tif"
+    assert first["FileName_Hoechst"] == ("taoe005-u2os-72h-cp-a-au00044859_a01_s1_"
+                                         "w1506fb051-c2ad-45db-8a52-674278937a31.tif")
     plate = rohban[rohban["Metadata_Plate"] == "41744"]
     named = attach_idr_file_names(plate, screens)
     assert len(named) == 3456
@@ -138,7 +139,8 @@ def test_bad_rohban_rows_are_errors_naming_file_and_row(tmp_path):
         "file": (lambda t: t.assign(Image_FileName_OrigHoechst=t["Image_FileName_OrigHoechst"].where(t.index != 3)),
                  r"bad.csv: 1 rows lack \['Image_FileName_OrigHoechst'\] \(first: row 5"),
         "twice": (lambda t: pd.concat([t, t.iloc[[10]]]), r"bad.csv: 1 fields appear twice"),
-        "columns": (lambda t: t.drop(columns="Image_Metadata_Site"), r"bad.csv.*lacks columns \['Image_Metadata_Site'\]"),
+        "columns": (lambda t: t.drop(columns="Image_Metadata_Site"),
+                    r"bad.csv.*lacks columns \['Image_Metadata_Site'\]"),
     }
     for name, (change, message) in cases.items():
         path = tmp_path / "bad.csv"
@@ -213,13 +215,17 @@ def test_the_real_load_data_table_names_dna_fields_and_their_illumination(jump_t
     # the same table on an ORF plate of the batch: every field gets the well's gene
     wells = jump_orf_wells(*jump_tables, plates=["BR00126706"]).table.set_index("Metadata_Well")
     gene_well = wells.index[wells["Metadata_ControlType"].isna()][0]
-    named = normalize_jump_metadata(load_data.assign(Metadata_Plate="BR00126706", Metadata_Well=gene_well), *jump_tables)
+    named = normalize_jump_metadata(load_data.assign(Metadata_Plate="BR00126706", Metadata_Well=gene_well),
+                                    *jump_tables)
     assert len(named) == 2 and named["Metadata_Batch"].eq("2021_08_23_Batch12").all()
-    assert named["Metadata_Gene"].eq(wells.loc[gene_well, "Metadata_Gene"]).all() and not named["Metadata_Control"].any()
+    assert named["Metadata_Gene"].eq(wells.loc[gene_well, "Metadata_Gene"]).all()
+    assert not named["Metadata_Control"].any()
     no_file = load_data.assign(FileName_OrigDNA=[None, "r01c01f02p01-ch5sk1fk1fl1.tiff"])
-    with pytest.raises(ImageTableError, match=r"1 rows lack \['FileName_OrigDNA'\] \(first: row 0.*BR00126114, well A01"):
+    with pytest.raises(ImageTableError,
+                       match=r"1 rows lack \['FileName_OrigDNA'\] \(first: row 0.*BR00126114, well A01"):
         load_data_fields(no_file)
-    with pytest.raises(ImageTableError, match=r"1 fields appear twice \(first: row 2, plate BR00126114, well A01, site 1"):
+    with pytest.raises(ImageTableError,
+                       match=r"1 fields appear twice \(first: row 2, plate BR00126114, well A01, site 1"):
         load_data_fields(pd.concat([load_data, load_data.iloc[[0]]], ignore_index=True))
     with pytest.raises(ImageTableError, match=r"plates that the JUMP plate table does not know: \['BR99999999'\]"):
         normalize_jump_metadata(load_data.assign(Metadata_Plate="BR99999999"), *jump_tables)

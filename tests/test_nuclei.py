@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 
 from image2reg.images.nuclei import SHAPE_COLUMNS, crop_nuclei, filter_nuclei, measure_nuclei
-
 
 
 def shapes() -> np.ndarray:

@@ -67,7 +67,8 @@ def test_flags_match_the_truth_and_reach_the_nuclei(processed, world):
     nuclei, images, _ = read_outputs(out)
     truth = read_image_table(world).set_index("Metadata_FileName")
     names = images["image_path"].map(lambda p: Path(p).name)
-    assert (images["QC_blurry"].to_numpy() == truth.loc[names, "Metadata_QCFlag_isBlurry"].astype(bool).to_numpy()).all()
+    expected = truth.loc[names, "Metadata_QCFlag_isBlurry"].astype(bool).to_numpy()
+    assert (images["QC_blurry"].to_numpy() == expected).all()
     assert (images["QC_saturated"].to_numpy()
             == truth.loc[names, "Metadata_QCFlag_isSaturated"].astype(bool).to_numpy()).all()
     failing = set(images.loc[~images["QC_pass"], "image_path"])
@@ -146,7 +147,8 @@ def test_outlier_plates_and_wells_are_left_out(fields, tmp_path):
     assert summary["outlier_fields_left_out"] == (fields["Metadata_Well"] == well).sum() > 0
     assert well not in set(images["Metadata_Well"])
     with pytest.raises(ValueError, match="not a 'plate/well'"):
-        pipeline.preprocess_images(fields, tmp_path / "x", stage_params(qc=qc.model_copy(update={"outlier_wells": ["b01"]})),
+        pipeline.preprocess_images(fields, tmp_path / "x",
+                                   stage_params(qc=qc.model_copy(update={"outlier_wells": ["b01"]})),
                                    progress_bar=False)
 
 

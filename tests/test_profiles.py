@@ -11,11 +11,11 @@ import pytest
 import zarr
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 
+from image2reg.cnn.splits import loto_splits, multiclass_splits, screen_splits
+from image2reg.images import store
 from image2reg.profiling import features as profiles
 from image2reg.profiling.baseline import C_GRID, baseline_classifier
 from image2reg.profiling.features import nucleus_profiles
-from image2reg.cnn.splits import loto_splits, multiclass_splits, screen_splits
-from image2reg.images import store
 
 SIZE = 64
 PREFIXES = ("shape_", "intensity_", "texture_", "radial_")
@@ -159,7 +159,8 @@ def synthetic_table(n_genes: int, *, fields: int = 8, per_field: int = 20, shift
     the first two moved by ``shift`` · (gene number) standard deviations."""
     rng = np.random.default_rng(seed)
     conditions = ["EMPTY", *[f"G{k}" for k in range(1, n_genes + 1)]]
-    rows = [(condition, f"{condition}_f{f}") for condition in conditions for f in range(fields) for _ in range(per_field)]
+    rows = [(condition, f"{condition}_f{f}")
+            for condition in conditions for f in range(fields) for _ in range(per_field)]
     nuclei = pd.DataFrame(rows, columns=["Metadata_Gene", "image_path"]).assign(QC_pass=True)
     code = nuclei["Metadata_Gene"].map({c: k for k, c in enumerate(conditions)}).to_numpy()
     features = rng.normal(size=(len(nuclei), 8))
@@ -229,3 +230,20 @@ def test_baseline_errors_name_what_is_missing():
         baseline_classifier(table.iloc[10:], splits, fold=0)
     with pytest.raises(ValueError, match="single class"):
         baseline_classifier(table, splits.assign(label=0), fold=0)
+
+
+def test_baseline_preprocessing_is_median_imputation_scaling_and_clipping():
+    """The sklearn pipeline gives what the reference's steps give by hand (known answer)."""
+    from image2reg.profiling.baseline import CLIP, preprocessing
+
+    train = np.array([[1.0, np.nan, 5.0], [3.0, np.nan, 7.0], [np.nan, np.nan, 9.0], [100.0, np.nan, 7.0]])
+    other = np.array([[np.nan, 2.0, 1e6]])
+    fitted = preprocessing().fit(train)
+    medians = np.array([3.0, 0.0, 7.0])  # a feature without any value is imputed with 0
+    filled = np.where(np.isnan(train), medians, train)
+    mean, std = filled.mean(axis=0), filled.std(axis=0)
+    std[std == 0] = 1.0
+    expected = np.clip((np.where(np.isnan(other), medians, other) - mean) / std, -CLIP, CLIP)
+    np.testing.assert_allclose(fitted.transform(other), expected)
+    np.testing.assert_allclose(fitted.named_steps["impute"].statistics_, medians)
+    assert fitted.transform(other)[0, 2] == CLIP

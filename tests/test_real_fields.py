@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from conftest import REPO, real_file
 from PIL import Image
 from scipy import ndimage
 from skimage import segmentation
 
-from conftest import REPO, real_file
 from image2reg.config import load_params
 from image2reg.images.io import ImageReadError, bit_depth, read_field
 from image2reg.images.nuclei import filter_nuclei, measure_nuclei

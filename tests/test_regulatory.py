@@ -7,11 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from image2reg.execute import run_tasks
 from image2reg.config import GaeParams, RegulatoryStageParams
-from image2reg.execute import ExecutionParams
-from image2reg.network.regulatory import (gae_tasks, loto_embeddings_table, read_task_embeddings,
-                                         replicate_embeddings_table, run_gae_task)
+from image2reg.execute import ExecutionParams, run_tasks
+from image2reg.network.regulatory import (
+    gae_tasks,
+    loto_embeddings_table,
+    read_task_embeddings,
+    replicate_embeddings_table,
+    run_gae_task,
+)
 
 GENES = np.array([f"G{i}" for i in range(12)])
 TARGETS = ["G0", "G1", "G2", "G3", "G4", "OUTSIDE"]  # OUTSIDE: an impactful gene not in the interactome

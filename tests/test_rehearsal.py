@@ -38,9 +38,9 @@ import pandas as pd
 import pytest
 import urllib3
 import yaml
+from conftest import REPO, real_file
 from scipy import ndimage
 
-from conftest import REPO, real_file
 from image2reg.data.cellpainting import JUMP, read_image_table
 from image2reg.images.io import read_field
 from image2reg.layout import RawLayout
@@ -67,7 +67,8 @@ def gallery_objects() -> dict[str, bytes]:
     smooth = ndimage.gaussian_filter(np.minimum(image, np.percentile(image, 99)), 60) + 1.0
     buffer = io.BytesIO()
     np.save(buffer, smooth / smooth.mean())
-    illum = load_data["PathName_IllumDNA"].iat[0].removeprefix(f"s3://{BUCKET}/") + "/" + load_data["FileName_IllumDNA"].iat[0]
+    illum = (load_data["PathName_IllumDNA"].iat[0].removeprefix(f"s3://{BUCKET}/") + "/"
+             + load_data["FileName_IllumDNA"].iat[0])
     objects[illum] = buffer.getvalue()
     buffer = io.BytesIO()
     load_data.to_parquet(buffer, index=False)
@@ -111,7 +112,8 @@ def rehearsal_params(endpoint: str) -> dict:
     data["download"] = {"plates": [PLATE], "genes": None, "max_fields": None, "workers": 2, "endpoint_url": endpoint}
     images = jump["stages"]["images"]
     images["execution"] = {"backend": "processes", "workers": 1}
-    data["reference_genes"] = {"reference interactome": str(real_file("image2reg/other/all_gene_embeddings_clusters.csv"))}
+    clusters = real_file("image2reg/other/all_gene_embeddings_clusters.csv")
+    data["reference_genes"] = {"reference interactome": str(clusters)}
     return {"dataset": "rehearsal_jump", "seed": jump["seed"], "folds": jump["folds"],
             "stages": {"data": data, "images": images}}
 
@@ -162,7 +164,8 @@ def test_the_real_jump_path_runs_through_stages_00_and_01(moto_gallery, tmp_path
     assert "fields of view" in text and "TMEM17" in text and "reference interactome" in text
     report = json.loads((reports / "01_images.ipynb").read_text())
     cells = report["cells"]
-    heading = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "## Segmentation" in "".join(c["source"]))
+    heading = next(i for i, c in enumerate(cells)
+                   if c["cell_type"] == "markdown" and "## Segmentation" in "".join(c["source"]))
     overlay = next(c for c in cells[heading + 1:] if c["cell_type"] == "code")
     assert any("image/png" in o.get("data", {}) for o in overlay["outputs"])
 

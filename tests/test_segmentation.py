@@ -15,8 +15,14 @@ import tifffile
 from scipy import ndimage
 
 from image2reg.config import load_params
-from image2reg.images.segmentation import (cellpose_segmenter, make_segmenter, match_labels, pool_matches,
-                                           read_mask, segment_nuclei)
+from image2reg.images.segmentation import (
+    cellpose_segmenter,
+    make_segmenter,
+    match_labels,
+    pool_matches,
+    read_mask,
+    segment_nuclei,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "tests" / "fixtures" / "real_nuclei"

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from image2reg.translation.metrics import topk_accuracy, topk_auc
-from image2reg.translation.statistics import (accuracy_interval, hits_needed, paired_p_value, permutation_p_value,
-                                              power_summary, power_table, target_scores)
+from image2reg.translation.statistics import (
+    accuracy_interval,
+    hits_needed,
+    paired_p_value,
+    permutation_p_value,
+    power_summary,
+    power_table,
+    target_scores,
+)
 
 
 def test_permutation_p_value_formula():

@@ -77,7 +77,8 @@ def test_masks_and_truth_tables_agree(world):
 
 def test_images_show_nuclei_where_the_masks_are(world):
     metadata = pd.read_csv(world.image_metadata)
-    fine = metadata[(metadata["Image_Metadata_QCFlag_isBlurry"] == 0) & (metadata["Image_Metadata_QCFlag_isSaturated"] == 0)]
+    fine = metadata[(metadata["Image_Metadata_QCFlag_isBlurry"] == 0)
+                    & (metadata["Image_Metadata_QCFlag_isSaturated"] == 0)]
     for row in fine.itertuples():
         name = row.Image_FileName_OrigHoechst
         image = tifffile.imread(world.images / str(row.Image_Metadata_Plate) / name)
@@ -98,7 +99,8 @@ def test_blurry_and_saturated_fields_are_what_their_flags_say(world):
     measures = []
     for row in metadata.itertuples():
         image = tifffile.imread(world.images / str(row.Image_Metadata_Plate) / row.Image_FileName_OrigHoechst)
-        measures.append({"blurry": row.Image_Metadata_QCFlag_isBlurry, "saturated": row.Image_Metadata_QCFlag_isSaturated,
+        measures.append({"blurry": row.Image_Metadata_QCFlag_isBlurry,
+                         "saturated": row.Image_Metadata_QCFlag_isSaturated,
                          "sharpness": sharpness(image), "clipped": float(np.mean(image == 65535))})
     measures = pd.DataFrame(measures)
     assert measures["blurry"].sum() >= 1 and measures["saturated"].sum() >= 1
@@ -333,7 +335,8 @@ def test_missing_real_inputs_are_listed_with_their_source(tmp_path):
     raw.image_metadata.parent.mkdir(parents=True)
     pd.DataFrame({"Image_Metadata_Plate": [41744, 41744], "Image_Metadata_Well": ["b01", "b01"],
                   "Image_Metadata_Site": [1, 2], "Image_Metadata_GeneSymbol": ["EMPTY", "EMPTY"],
-                  "Image_FileName_OrigHoechst": ["a_b01_s1_w1.tif", "a_b01_s2_w1.tif"]}).to_csv(raw.image_metadata, index=False)
+                  "Image_FileName_OrigHoechst": ["a_b01_s1_w1.tif", "a_b01_s2_w1.tif"]}
+                 ).to_csv(raw.image_metadata, index=False)
     (raw.images / "41744").mkdir(parents=True)
     (raw.images / "41744" / "a_b01_s1_w1.tif").write_bytes(b"")
     images = check_raw_inputs(raw, "rohban").set_index("key").loc["images"]

@@ -9,8 +9,14 @@ import pytest
 from image2reg.translation.loto import model_fit_predict
 from image2reg.translation.metrics import topk_accuracy
 from image2reg.translation.statistics import permutation_p_value
-from image2reg.translation.transfer import (baseline_transfer_ranks, permutation_transfer_ranks, regulatory_clusters,
-                                            restricted_test, transfer_predictions, transfer_ranks)
+from image2reg.translation.transfer import (
+    baseline_transfer_ranks,
+    permutation_transfer_ranks,
+    regulatory_clusters,
+    restricted_test,
+    transfer_predictions,
+    transfer_ranks,
+)
 
 
 def planted(n_genes: int = 60, dim: int = 6, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -358,7 +358,8 @@ def windowed_order(field_codes: np.ndarray, window_fields: int, rng: np.random.G
     bounds = np.flatnonzero(np.diff(field_codes[by_field])) + 1
     fields = np.split(by_field, bounds)
     shuffled = [fields[k] for k in rng.permutation(len(fields))]
-    windows = [np.concatenate(shuffled[start:start + window_fields]) for start in range(0, len(shuffled), window_fields)]
+    windows = [np.concatenate(shuffled[start:start + window_fields])
+               for start in range(0, len(shuffled), window_fields)]
     return np.concatenate([rng.permutation(window) for window in windows])
 
 

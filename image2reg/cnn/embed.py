@@ -32,12 +32,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from image2reg.profiling.baseline import baseline_classifier
 from image2reg.cnn.splits import HELD_OUT, TEST, TRAIN, VAL, loto_splits, multiclass_splits
 from image2reg.cnn.tasks import EncoderSpec, best_epoch_metrics, fit_and_predict
 from image2reg.cnn.train import TrainingParams
 from image2reg.execute import ExecutionParams, run_once, run_tasks
 from image2reg.layout import TaskFiles, artifact_name, atomic_path
+from image2reg.profiling.baseline import baseline_classifier
 
 logger = logging.getLogger("image2reg")
 

@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 
-from image2reg.profiling.baseline import baseline_classifier
 from image2reg.cnn.splits import CONDITION, FIELD, QC_PASS, TEST, TRAIN, VAL, min_fields, screen_splits
 from image2reg.cnn.tasks import EncoderSpec, best_epoch_metrics, fit_and_predict
 from image2reg.cnn.train import TrainingParams
 from image2reg.execute import ExecutionParams, run_once, run_tasks
 from image2reg.layout import artifact_name
+from image2reg.profiling.baseline import baseline_classifier
 
 logger = logging.getLogger("image2reg")
 

@@ -17,6 +17,11 @@ function are fetched, into ``raw/images/<plate>/<file>`` and ``raw/illum/<plate>
 Whatever the source, the fields end up in one table with the columns of :data:`IMAGE_COLUMNS`, written
 to ``raw/metadata/images.csv``. :func:`read_image_table` reads it back, and reads the Rohban database
 convention (``Image_Metadata_*``, as the synthetic world writes it) as well.
+
+Why one module of ~1000 lines: the gallery's layout constants, the LoadData and platemap readers, the
+resumable S3 downloader and the normalised image table are one format's code; they share the column
+names and path rules above, and the tests exercise them together against the real files in ``../shared``
+and a local S3 server.
 """
 
 from __future__ import annotations
@@ -529,7 +534,8 @@ def normalize_jump_metadata(load_data: pd.DataFrame, well: pd.DataFrame, plate: 
     annotated["Metadata_Allele"] = annotated.get("Metadata_broad_sample", pd.Series(np.nan, index=annotated.index))
     annotated["Metadata_Control"] = negative.to_numpy()
     annotated["Metadata_ControlType"] = control_type
-    return finish_image_table(annotated.drop(columns=[c for c in ("Metadata_Symbol", "Metadata_Name", "Metadata_broad_sample")
+    dropped = ("Metadata_Symbol", "Metadata_Name", "Metadata_broad_sample")
+    return finish_image_table(annotated.drop(columns=[c for c in dropped
                                            if c in annotated]))
 
 

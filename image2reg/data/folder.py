@@ -24,8 +24,13 @@ import numpy as np
 import pandas as pd
 
 from image2reg.config import FolderParams
-from image2reg.data.cellpainting import (NEGATIVE_CONTROL, ImageTableError, empty_values, finish_image_table,
-                                        validate_image_table)
+from image2reg.data.cellpainting import (
+    NEGATIVE_CONTROL,
+    ImageTableError,
+    empty_values,
+    finish_image_table,
+    validate_image_table,
+)
 from image2reg.data.metadata import GeneListError, check_gene_list, read_gene_list, shown_list
 from image2reg.layout import RAW_FILES, RawLayout, resolve_path
 

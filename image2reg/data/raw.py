@@ -66,7 +66,8 @@ RAW_INPUTS: dict[str, tuple[RawInput, ...]] = {
         RawInput("screen_genes", RAW_FILES["screen_genes"], "screened genes", "synthesized"),
     ),
     "folder": (
-        RawInput("image_metadata", RAW_FILES["image_metadata"], "the fields of view (written by stage 00 from the table)",
+        RawInput("image_metadata", RAW_FILES["image_metadata"],
+                 "the fields of view (written by stage 00 from the table)",
                  "params data.folder.metadata"),
         RawInput("scrnaseq", RAW_FILES["scrnaseq"], "single-cell counts (.h5ad or .csv)",
                  "params data.folder.single_cell"),

@@ -24,6 +24,10 @@ stage of the method has something true to recover:
 All randomness flows from one seed through independent streams, and each field of view has its own
 stream, so the world is identical whatever order it is written in and an interrupted run resumes
 per plate.
+
+Why one module of ~900 lines: it is one generator. Every part draws from the same seed streams and the
+same world parameters, and a change to any of them changes the world (``GENERATOR_VERSION`` and
+:func:`world_fingerprint` cover the whole file); splitting it would separate what must change together.
 """
 
 from __future__ import annotations

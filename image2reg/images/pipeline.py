@@ -28,8 +28,8 @@ from image2reg.config import ImagesStageParams
 from image2reg.data.cellpainting import read_image_table
 from image2reg.execute import map_tasks
 from image2reg.images import store
-from image2reg.images.io import read_field
 from image2reg.images.illumination import correct_illumination, estimate_illumination, read_illumination_function
+from image2reg.images.io import read_field
 from image2reg.images.nuclei import crop_nuclei, filter_nuclei, measure_nuclei
 from image2reg.images.qc import field_qc, flag_fields, outlier_fields
 from image2reg.images.segmentation import make_segmenter, match_labels

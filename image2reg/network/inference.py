@@ -1,7 +1,8 @@
 """Interactome inference helpers of stage 05: the PCST's integer arrays and how well a network recovers modules.
 
 The inputs are read by :mod:`image2reg.data.network_inputs` and the gene universe is built by
-:func:`image2reg.network.pruning.universe_edges`; :class:`IndexedNetwork` turns an edge table into the integer arrays the PCST
+:func:`image2reg.network.pruning.universe_edges`; :class:`IndexedNetwork` turns an edge table into the
+integer arrays the PCST
 solver takes; :func:`module_recovery` measures, on synthetic data, whether an interactome's
 clusters and edges follow the hidden regulatory modules better than chance.
 """

@@ -25,8 +25,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from image2reg.execute import run_once
 from image2reg.config import GaeParams, RegulatoryStageParams
+from image2reg.execute import run_once
 from image2reg.layout import TaskFiles, atomic_path
 
 EMBEDDINGS, HISTORY = TaskFiles.GAE_EMBEDDINGS, TaskFiles.GAE_HISTORY

@@ -25,8 +25,14 @@ from threadpoolctl import threadpool_limits
 from image2reg.execute import ExecutionParams, map_tasks
 from image2reg.translation.features import InputSettings, fourier_encoding, unit_rows
 from image2reg.translation.loto import LotoData
-from image2reg.translation.metrics import (_check_k, _check_ks, _hit_counts, _integer_array, _score_numerators,
-                                           distance_ranks)
+from image2reg.translation.metrics import (
+    _check_k,
+    _check_ks,
+    _hit_counts,
+    _integer_array,
+    _score_numerators,
+    distance_ranks,
+)
 from image2reg.translation.models import ntk_predict_many
 
 SETTING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(InputSettings))

@@ -8,8 +8,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from image2reg.translation.loto import LotoData
 from image2reg.translation.features import unit_rows
+from image2reg.translation.loto import LotoData
 
 
 def model_block(table: ad.AnnData, model: str) -> pd.DataFrame:
