@@ -1,2 +1,3 @@
-"""The gene side: the interactome (stage 05: PPI, expression-derived costs and prizes, PCST, enrichment) and
-the regulatory gene embeddings of the graph autoencoder (stage 06)."""
+"""The gene side, computed: the PPI as a graph (gene universe, pruning scans), expression-derived costs and
+prizes, the prize-collecting Steiner tree and gene-set enrichment (stage 05), and the regulatory gene embeddings
+of the graph autoencoder (stage 06). The raw PPI, expression and gene sets are read by :mod:`image2reg.data`."""
