@@ -15,6 +15,7 @@ truth). A test keeps these names out of every other module and notebook.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -250,5 +251,35 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 def write_text_atomic(target: str | Path, text: str) -> None:
+    """Write ``text`` to ``target`` atomically (see :func:`atomic_path`)."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def write_parquet(table, target: str | Path, *, index: bool | None = None) -> Path:
+    """Write a DataFrame to ``target`` as parquet, atomically; returns ``target``."""
+    with atomic_path(target) as tmp:
+        table.to_parquet(tmp, index=index)
+    return Path(target)
+
+
+def write_h5ad(table, target: str | Path) -> Path:
+    """Write an AnnData to ``target`` as h5ad, atomically; returns ``target``."""
+    with atomic_path(target) as tmp:
+        table.write_h5ad(tmp)
+    return Path(target)
+
+
+def write_json(data, target: str | Path) -> Path:
+    """Write JSON-able ``data`` (plain Python values, floats at full precision) indented, atomically."""
+    write_text_atomic(target, json.dumps(data, indent=2) + "\n")
+    return Path(target)
+
+
+def write_summary(summary: dict, target: str | Path) -> Path:
+    """Write a stage's ``summary.json`` (or another flat record): indented JSON with pandas' encoding of NumPy
+    and pandas values (floats to 10 significant digits), atomically; returns ``target``."""
+    import pandas as pd  # here: the layout is imported by params code that needs no pandas
+
+    write_text_atomic(target, pd.Series(summary).to_json(indent=2) + "\n")
+    return Path(target)

@@ -11,12 +11,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import anndata as ad
-import numpy as np
 import pandas as pd
 
-from image2reg.images.pipeline import illumination_files
 from image2reg.config import RunParams, StrictModel, load_params, params_path_for, resolve_pretrained
+from image2reg.images.pipeline import illumination_files
 from image2reg.layout import RunLayout, artifact_name, find_project_root
 from image2reg.stages import Stage, stage_by_name
 
@@ -116,23 +114,6 @@ def impactful_genes(layout: RunLayout) -> list[str]:
     return listed.read_text().split()
 
 
-def reference_gene_lists(reference: RunLayout) -> dict[str, list[str] | str]:
-    """A reference run's gene lists for :func:`image2reg.data.metadata.overlap_table`: its impactful genes
-    (stage 02) and its interactome (the genes with regulatory embeddings, stage 06), or a note when the run
-    has not written one yet."""
-    files = {"impactful (stage 02)": reference.artifact("screen", "impactful_genes"),
-             "interactome (stage 06)": reference.artifact("regulatory", "regulatory_embeddings")}
-    lists: dict[str, list[str] | str] = {}
-    for name, path in files.items():
-        if not path.is_file():
-            lists[f"{reference.dataset} {name}"] = f"not yet written by dataset '{reference.dataset}' ({path})"
-        elif path.suffix == ".txt":
-            lists[f"{reference.dataset} {name}"] = path.read_text().split()
-        else:
-            lists[f"{reference.dataset} {name}"] = ad.read_h5ad(path, backed="r").obs_names.astype(str).tolist()
-    return lists
-
-
 def ground_truth(layout: RunLayout) -> pd.DataFrame | None:
     """The synthetic world's genes table (modules, programs, effects), indexed by gene; None for real data."""
     path = layout.raw.truth_genes
@@ -153,33 +134,3 @@ def cnn_inputs(ctx: StageContext) -> CnnInputs:
         illumination = illumination_files(layout.raw, images_dir, ctx.params.stage("images"))
     return CnnInputs(control=ctx.params.stage("screen").control, images_dir=images_dir, screen_dir=screen_dir,
                      impactful=impactful, illumination=illumination, truth=ground_truth(layout))
-
-
-def nearest_genes(candidates: pd.DataFrame, prediction: np.ndarray, truth: pd.DataFrame | None, gene: str,
-                  k: int = 10) -> pd.DataFrame:
-    """The ``k`` candidates (rows of ``candidates``) nearest to a predicted regulatory embedding.
-
-    Columns ``gene`` and ``distance``; on synthetic data (``truth``: :func:`ground_truth`) also each
-    gene's true ``module`` and whether it is ``gene``'s own (``same module``).
-    """
-    distances = np.linalg.norm(candidates.to_numpy(dtype=np.float64) - np.asarray(prediction), axis=1)
-    order = np.argsort(distances, kind="stable")[:k]
-    table = pd.DataFrame({"gene": candidates.index[order], "distance": distances[order].round(4)})
-    if truth is not None:
-        table["module"] = truth["module"].reindex(table["gene"]).to_numpy()
-        table["same module"] = table["module"] == truth.loc[gene, "module"]
-    return table
-
-
-#: The rows of the "what limits the prediction" tables and their summary keys.
-ORACLE_ROWS = {"the method": "CNN images → GAE embeddings (the method)",
-               "true_images": "true shifts → GAE embeddings",
-               "true_programs": "CNN images → true programs",
-               "both_true": "true shifts → true programs"}
-
-
-def oracle_summary(oracle: pd.DataFrame) -> dict[str, float]:
-    """``oracle_<row>_top5`` / ``_top10`` of a "what limits the prediction" table (rows: :data:`ORACLE_ROWS`)."""
-    return {f"oracle_{key}_{column}": float(oracle.loc[label, column])
-            for key, label in ORACLE_ROWS.items() if key != "the method"
-            for column in oracle.columns.intersection(["top5", "top10"])}

@@ -41,22 +41,22 @@ reports_dir = None
 # %%
 import anndata as ad
 import matplotlib.pyplot as plt
-import pandas as pd
 from IPython.display import display
 
-from image2reg.data.cellpainting import GallerySource, download, plan_downloads
-from image2reg.data.cellpainting import read_image_table, write_image_table
-from image2reg.data.folder import link_inputs, read_folder_screen
-from image2reg.config import params_relative
-from image2reg.data.metadata import (check_gene_list, condition_counts, inventory, overlap_table, read_gene_list,
-                                     read_gene_table, read_rohban_metadata)
-from image2reg.data.raw import check_raw_inputs, raise_for_missing
-from image2reg.data.overview import montage_conditions, montage_fields, module_correlation
-from image2reg.data.synthetic import CONTROL, read_world_info, synthesize_world
-from image2reg.images.qc import outlier_fields
-from image2reg.layout import RunLayout
-from image2reg.notebook import reference_gene_lists, setup_stage
 from image2reg import plotting
+from image2reg.config import params_relative
+from image2reg.data.cellpainting import download, read_image_table
+from image2reg.data.overview import condition_montage, module_correlation
+from image2reg.data.raw import check_raw_inputs, raise_for_missing
+from image2reg.data.report import (
+    gallery_download_plan,
+    read_world_truth,
+    reference_overlap,
+    screen_overview,
+    take_in_folder_screen,
+)
+from image2reg.data.synthetic import CONTROL, synthesize_world
+from image2reg.notebook import setup_stage
 
 ctx = setup_stage("data", dataset, params_path, fold, runs_dir, reports_dir)
 data_params = ctx.stage_params
@@ -69,28 +69,17 @@ print(f"dataset {dataset!r}, source {data_params.source!r}, raw folder {raw.root
 # %%
 if data_params.source == "synthetic":
     synthesize_world(data_params.synthetic, raw, seed=ctx.seed)
-    source = "synthetic"
 elif data_params.source == "folder":  # checked whole before anything is written
-    source = "folder"
-    screen = read_folder_screen(data_params.folder, params_relative(ctx.params, "."), folds=ctx.params.folds)
-    links = link_inputs(data_params.folder, params_relative(ctx.params, "."), raw)
-    write_image_table(screen, raw)
+    screen, links = take_in_folder_screen(data_params.folder, params_relative(ctx.params, "."), raw,
+                                          folds=ctx.params.folds)
     print(f"{len(screen)} fields from {data_params.folder.metadata}; linked: {', '.join(links) or 'nothing'}")
-else:
-    source = data_params.source
-    fetch = data_params.download
-    if fetch is not None:
-        subset = {key: value for key, value in
-                  {"plates": fetch.plates, "genes": fetch.genes, "max_fields": fetch.max_fields}.items() if value}
-        fields = (read_rohban_metadata(params_relative(ctx.params, fetch.metadata))
-                  if source == "rohban" and fetch.metadata else None)
-        plan = plan_downloads(source, raw, subset=subset, source=GallerySource(endpoint_url=fetch.endpoint_url),
-                              fields=fields)
-        print(plan.summary())
-        download(plan, workers=fetch.workers)
-inputs = check_raw_inputs(raw, source, stages=ctx.params.stage_names())
+elif data_params.download is not None:
+    plan = gallery_download_plan(data_params.source, data_params.download, raw, params_relative(ctx.params, "."))
+    print(plan.summary())
+    download(plan, workers=data_params.download.workers)
+inputs = check_raw_inputs(raw, data_params.source, stages=ctx.params.stage_names())
 display(inputs)
-raise_for_missing(inputs, raw, source)
+raise_for_missing(inputs, raw, data_params.source)
 
 # %% [markdown]
 # ## The screen: what the metadata holds
@@ -102,15 +91,11 @@ raise_for_missing(inputs, raw, source)
 
 # %%
 images = read_image_table(raw)
-images_params = ctx.params.stages.images
-outliers = (outlier_fields(images, images_params.qc.outlier_plates, images_params.qc.outlier_wells)
-            if images_params is not None else None)
-if raw.screen_genes.is_file():
-    listed = check_gene_list(read_gene_list(raw.screen_genes), images["Metadata_Gene"], raw.screen_genes)
-    print(f"{raw.screen_genes.name}: {len(listed)} genes to screen, all in the metadata")
-display(inventory(images, outliers=outliers).set_index("what"))
-per_condition = condition_counts(images)
-display(per_condition.head(12))
+overview = screen_overview(images, raw, ctx.params.stages.images)
+if overview.screen_genes is not None:
+    print(f"{raw.screen_genes.name}: {len(overview.screen_genes)} genes to screen, all in the metadata")
+display(overview.inventory)
+display(overview.per_condition.head(12))
 
 # %% [markdown]
 # How many genes of reference lists the screen holds: the lists named in the params
@@ -118,12 +103,9 @@ display(per_condition.head(12))
 # genes, once that run has them.
 
 # %%
-lists = {name: read_gene_table(params_relative(ctx.params, path)) for name, path in data_params.reference_genes.items()}
-validation = ctx.params.stages.validation
-if validation is not None and validation.reference is not None:
-    lists |= reference_gene_lists(RunLayout(validation.reference, ctx.layout.runs_dir, ctx.layout.reports_dir))
-if lists:
-    display(overlap_table(images["Metadata_Gene"], lists))
+overlap = reference_overlap(images["Metadata_Gene"], ctx.params, ctx.layout)
+if overlap is not None:
+    display(overlap)
 
 # %% [markdown]
 # ## Ground truth of the synthetic world
@@ -133,13 +115,10 @@ if lists:
 # module structure of the interactome and expression data (stages 05–06).
 
 # %%
-world = read_world_info(raw)
+world = read_world_truth(raw)
 if world is not None:
-    metadata = pd.read_csv(raw.image_metadata)  # the synthetic world's own Image_Metadata_* table
-    display(pd.Series(world["summary"], name="synthetic world", dtype=object).to_frame())
-    genes = pd.read_parquet(raw.truth_genes)
-    ppi = pd.read_parquet(raw.truth_ppi)
-    plotting.effect_sizes(genes)
+    display(world.summary_table())
+    plotting.effect_sizes(world.genes)
     plt.show()
 
 # %% [markdown]
@@ -148,9 +127,8 @@ if world is not None:
 
 # %%
 if world is not None:
-    picks = montage_conditions(genes, CONTROL)
-    crop = min(192, data_params.synthetic.screen.field_size)
-    plotting.field_montage(montage_fields(raw, metadata, picks, n_fields=4, crop=crop), picks, n_fields=4, crop=crop)
+    montage = condition_montage(raw, world.metadata, world.genes, CONTROL, data_params.synthetic.screen.field_size)
+    plotting.field_montage(montage.panels, montage.conditions, n_fields=montage.n_fields, crop=montage.crop)
     plt.show()
 
 # %% [markdown]
@@ -159,6 +137,6 @@ if world is not None:
 
 # %%
 if world is not None:
-    rho, modules = module_correlation(ad.read_h5ad(raw.file("scrnaseq")), genes)
-    plotting.world_overview(genes, ppi, rho, modules)
+    rho, modules = module_correlation(ad.read_h5ad(raw.file("scrnaseq")), world.genes)
+    plotting.world_overview(world.genes, world.ppi, rho, modules)
     plt.show()

@@ -36,21 +36,15 @@ reports_dir = None
 
 # %%
 import matplotlib.pyplot as plt
-import networkx as nx
-import numpy as np
-import pandas as pd
 from IPython.display import display
 
 from image2reg import plotting
-from image2reg.data import expression
-from image2reg.network import pruning
-from image2reg.network.enrichment import enrichment
 from image2reg.data.network_inputs import load_inputs
-from image2reg.network.inference import IndexedNetwork, module_recovery
-from image2reg.network.pruning import universe_edges, universe_genes
-from image2reg.network.io import write_interactome
-from image2reg.network.pcst import beta_sweep, node_prizes, robustness, select_beta, spearman_edge_costs
-from image2reg.layout import write_text_atomic
+from image2reg.layout import write_parquet, write_summary
+from image2reg.network import report
+from image2reg.network.enrichment import enrichment
+from image2reg.network.inference import module_recovery
+from image2reg.network.pruning import universe_edges
 from image2reg.notebook import ground_truth, impactful_genes, setup_stage
 
 ctx = setup_stage("interactome", dataset, params_path, fold, runs_dir, reports_dir)
@@ -80,45 +74,22 @@ display(steps)
 # params' `confidence_cutoff`, `hub_quantile`) are marked.
 
 # %%
-step = params.confidence_scan_step
-cutoffs = np.round(np.arange(1, int(round(1 / step)) + 1) * step, 10)
-confidence = pruning.confidence_scan(network, cutoffs, targets)
-if params.confidence_cutoff is not None:
-    network = pruning.prune_confidence(network, params.confidence_cutoff)
-hub_table = pruning.hub_scan(network, params.hub_scan, targets)
-hubs: list[str] = []
-if params.hub_quantile is not None:
-    network, hubs = pruning.prune_hubs(network, params.hub_quantile, targets)
-plotting.pruning_scans(confidence, hub_table, params.confidence_cutoff, params.hub_quantile, len(targets))
+pruned = report.prune_network(network, targets, scan_step=params.confidence_scan_step,
+                              confidence_cutoff=params.confidence_cutoff, hub_quantiles=params.hub_scan,
+                              hub_quantile=params.hub_quantile)
+plotting.pruning_scans(pruned.confidence_scan, pruned.hub_scan, params.confidence_cutoff, params.hub_quantile,
+                       len(targets))
 plt.show()
-pruned = pruning.summarize(network, targets)
-print(f"after pruning: {pruned['n_nodes']:,} genes, {pruned['n_edges']:,} edges (mean degree "
-      f"{pruned['mean_degree']:.1f}), {pruned['targets_covered']} of {len(targets)} targets; hubs removed: "
-      f"{', '.join(hubs) if hubs else 'none'}")
+print(f"after pruning: {pruned.summary['n_nodes']:,} genes, {pruned.summary['n_edges']:,} edges (mean degree "
+      f"{pruned.summary['mean_degree']:.1f}), {pruned.summary['targets_covered']} of {len(targets)} targets; "
+      f"hubs removed: {', '.join(pruned.hubs) if pruned.hubs else 'none'}")
 
 # %% [markdown]
 # ## Edge costs and node prizes
 
 # %%
-indexed = IndexedNetwork.from_edges(network)
-genes = indexed.genes
-if params.edge_cost == "spearman":
-    costs = spearman_edge_costs(expression.dense_expression(inputs.single_cell[:, genes]), indexed.edges)
-else:
-    costs = network["cost"].to_numpy()
-universe = sorted(universe_genes(inputs.ppi, [inputs.single_cell.var_names, inputs.markers.index]))
-prizes = node_prizes(inputs.markers["log_fc"].reindex(genes), [t for t in targets if t in set(genes)],
-                     universe_fold_change=inputs.markers["log_fc"].reindex(universe))
-prizes = prizes.reindex(genes).to_numpy()
-target_index = indexed.indices(targets)
-fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-axes[0].hist(costs, bins=40, color="#7f8c8d")
-axes[0].set_xlabel(f"edge cost ({params.edge_cost})")
-axes[1].hist(prizes, bins=40, color="#2c3e50", label="all genes")
-axes[1].hist(prizes[target_index], bins=40, color="#c0392b", label="impactful targets")
-axes[1].set_xlabel("prize (|logFC|, targets at the maximum)")
-axes[1].legend(frameon=False, fontsize=8)
-fig.tight_layout()
+pcst = report.pcst_inputs(pruned.edges, inputs, targets, params.edge_cost)
+plotting.costs_and_prizes(pcst.costs, pcst.prizes, pcst.targets, params.edge_cost)
 plt.show()
 
 # %% [markdown]
@@ -128,16 +99,12 @@ plt.show()
 # reference keeps the smallest β whose solution covers the most targets.
 
 # %%
-betas = params.beta_values()
-sweep, solutions = beta_sweep(indexed.edges, costs, prizes, betas, target_index, seed=ctx.seed,
-                              execution=params.execution, progress_bar=True)
-beta = params.beta if params.beta is not None else select_beta(sweep)
-solution = solutions.get(beta) or beta_sweep(indexed.edges, costs, prizes, [beta], target_index, seed=ctx.seed,
-                                             execution=params.execution)[1][beta]
-sweep.to_parquet(out / "beta_sweep.parquet")
-plotting.beta_sweep(sweep, beta, len(target_index))
+selection = report.select_solution(pcst, params.beta_values(), params.beta, seed=ctx.seed,
+                                   execution=params.execution, progress_bar=True)
+write_parquet(selection.sweep, ctx.layout.artifact("interactome", "beta_sweep"))
+plotting.beta_sweep(selection.sweep, selection.beta, len(pcst.targets))
 plt.show()
-display(sweep.set_index("beta").loc[[beta]])
+display(selection.sweep.set_index("beta").loc[[selection.beta]])
 
 # %% [markdown]
 # ## The interactome
@@ -147,43 +114,19 @@ display(sweep.set_index("beta").loc[[beta]])
 # (`in_tree` marks the Steiner tree's). Saved as GraphML for Cytoscape and as parquet tables.
 
 # %%
-selected = genes[solution.nodes]
-edge_table = network.iloc[solution.augmented_edges][["gene1", "gene2"]].reset_index(drop=True)
-edge_table["ppi_cost"] = network["cost"].to_numpy()[solution.augmented_edges]
-edge_table["cost"] = costs[solution.augmented_edges]
-edge_table["in_tree"] = np.isin(solution.augmented_edges, solution.tree_edges)
-graph = nx.Graph()
-graph.add_nodes_from(selected)
-graph.add_edges_from(edge_table[["gene1", "gene2"]].itertuples(index=False))
-communities = nx.community.louvain_communities(graph, seed=ctx.seed)
-communities = sorted((sorted(c) for c in communities), key=lambda c: (-len(c), c[0]))
-cluster = pd.Series({gene: k for k, members in enumerate(communities) for gene in members})
-nodes = pd.DataFrame(index=pd.Index(selected, name="gene"))
-nodes["prize"] = prizes[solution.nodes]
-nodes["log_fc"] = inputs.markers["log_fc"].reindex(selected).to_numpy()
-nodes["is_target"] = np.isin(selected, targets)
-nodes["cluster"] = cluster.reindex(selected).to_numpy()
-nodes["degree"] = pd.Series(dict(graph.degree())).reindex(selected).to_numpy()
-if params.robustness_repeats:
-    frequency = robustness(indexed.edges, costs, prizes, beta, repeats=params.robustness_repeats,
-                           noise=params.robustness_noise, seed=ctx.seed, execution=params.execution)
-    nodes["robustness"] = frequency[solution.nodes]
-write_interactome(out, nodes, edge_table)
-write_text_atomic(out / "interactome_genes.txt", "\n".join(selected) + "\n")
-covered = sorted(set(targets) & set(selected))
-missing = sorted(set(targets) - set(selected))
-print(f"interactome: {len(nodes)} genes, {len(edge_table)} edges ({int(edge_table['in_tree'].sum())} in the tree), "
-      f"{len(communities)} Louvain clusters; {len(covered)} of {len(targets)} impactful genes "
+interactome = report.interactome_tables(pcst, selection.solution, inputs.markers["log_fc"], targets, seed=ctx.seed,
+                                        robustness_repeats=params.robustness_repeats,
+                                        robustness_noise=params.robustness_noise, execution=params.execution)
+nodes, edge_table = interactome.nodes, interactome.edges
+report.save_interactome(out, interactome)
+covered, missing = interactome.coverage(targets)
+print(f"interactome: {len(nodes)} genes, {len(edge_table)} edges ({interactome.n_tree_edges} in the tree), "
+      f"{interactome.n_clusters} Louvain clusters; {len(covered)} of {len(targets)} impactful genes "
       f"(missing: {', '.join(missing) if missing else 'none'})")
 plotting.interactome_drawing(nodes, edge_table, "cluster", size="prize", seed=ctx.seed)
 plt.show()
 if "robustness" in nodes:
-    fig, ax = plt.subplots(figsize=(5, 2.8))
-    ax.hist(nodes["robustness"], bins=20, color="#2c3e50")
-    ax.set_xlabel(f"selection frequency under {params.robustness_noise:.0%} cost noise "
-                  f"({params.robustness_repeats} repeats)")
-    ax.set_ylabel("genes")
-    fig.tight_layout()
+    plotting.robustness_histogram(nodes["robustness"], params.robustness_noise, params.robustness_repeats)
     plt.show()
     display(nodes.sort_values("robustness").head(10))
 
@@ -195,15 +138,11 @@ if "robustness" in nodes:
 # within a module, each against 1,000 permutations of the modules over the interactome's genes.
 
 # %%
-summary = {"n_genes": len(nodes), "n_edges": len(edge_table), "beta": beta, "n_clusters": len(communities),
-           "targets": len(targets), "targets_covered": len(covered), "targets_missing": missing,
-           "hubs_removed": hubs}
+recovery = None
 if truth is not None:
-    recovery = module_recovery(cluster, truth["module"], edge_table, seed=ctx.seed)
+    recovery = module_recovery(interactome.clusters, truth["module"], edge_table, seed=ctx.seed)
     display(recovery.round(4))
-    summary["module_recovery"] = recovery.to_dict(orient="index")
-    plotting.interactome_drawing(nodes.assign(true_module=truth["module"].reindex(selected).to_numpy()),
-                                 edge_table, "true_module", seed=ctx.seed, title="coloured by the true module")
+    plotting.interactome_by_module(nodes, edge_table, truth["module"], seed=ctx.seed)
     plt.show()
 
 # %% [markdown]
@@ -213,10 +152,10 @@ if truth is not None:
 # could choose from (hypergeometric test, Benjamini–Hochberg FDR).
 
 # %%
-enriched = enrichment(selected, inputs.gene_sets, genes, min_size=3)
-enriched.to_parquet(out / "enrichment.parquet")
-significant = enriched[enriched["fdr"] < params.enrichment_fdr]
-print(f"{len(significant)} of {len(enriched)} gene sets enriched at FDR < {params.enrichment_fdr}")
+enriched = enrichment(interactome.genes, inputs.gene_sets, pcst.genes, min_size=3)
+write_parquet(enriched, ctx.layout.artifact("interactome", "enrichment"))
+summary = report.interactome_summary(interactome, selection.beta, targets, pruned.hubs, enriched,
+                                     params.enrichment_fdr, recovery)
+print(f"{summary['enriched_gene_sets']} of {len(enriched)} gene sets enriched at FDR < {params.enrichment_fdr}")
 display(enriched.head(15).round(4))
-summary["enriched_gene_sets"] = int(len(significant))
-write_text_atomic(out / "summary.json", pd.Series(summary).to_json(indent=2) + "\n")
+write_summary(summary, ctx.layout.artifact("interactome", "summary"))

@@ -34,37 +34,44 @@ runs_dir = None
 reports_dir = None
 
 # %%
-from dataclasses import replace
-from functools import partial
-
 import anndata as ad
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from IPython.display import display
 
 from image2reg import plotting
-from image2reg.layout import atomic_path, write_text_atomic
-from image2reg.notebook import (ORACLE_ROWS, ground_truth, impactful_genes, nearest_genes, oracle_summary,
-                                setup_stage)
-from image2reg.translation.grid import grid_ranks, grid_summary, nested_selection, reference_grid, settings_grid
-from image2reg.translation.loto import (LotoData, baseline_ranks, loto_predictions, loto_ranks, model_fit_predict,
-                                        permutation_ranks, random_ranks, shared_regulatory)
-from image2reg.translation.metrics import curve_scores, random_topk, rank_scores, topk_accuracy, topk_auc
-from image2reg.translation.statistics import paired_p_value, permutation_p_value, power_summary, power_table
-from image2reg.translation.features import InputSettings, unit_rows
-from image2reg.translation.inputs import loto_data, model_block, profile_table
-from image2reg.data.synthetic import latent, render_query_fields, world_shifts
+from image2reg.layout import write_parquet, write_summary
+from image2reg.notebook import ground_truth, impactful_genes, setup_stage
 from image2reg.predict import rank_genes
+from image2reg.translation.features import InputSettings
+from image2reg.translation.inputs import loto_data
+from image2reg.translation.loto import loto_predictions, model_fit_predict, permutation_ranks, random_ranks
+from image2reg.translation.report import (
+    classical_profiles,
+    curve_bands,
+    example_targets,
+    grid_report,
+    held_out_scores,
+    model_label,
+    nearest_genes,
+    oracle_table,
+    predict_held_out,
+    replicate_scores,
+    score_report,
+    score_spread,
+    translation_ranks,
+    translation_summary,
+)
+from image2reg.translation.statistics import power_table
 
 ctx = setup_stage("translation", dataset, params_path, fold, runs_dir, reports_dir)
-params, out, layout = ctx.stage_params, ctx.out_dir, ctx.layout
+params, layout = ctx.stage_params, ctx.layout
 control = ctx.params.stage("screen").control
 targets, truth = impactful_genes(layout), ground_truth(layout)
-regulatory_dir = layout.stage_dir_of("regulatory")
-genes = ad.read_h5ad(regulatory_dir / "regulatory_embeddings.h5ad").obs_names.astype(str).to_numpy()
-data, left_out = loto_data(ad.read_h5ad(layout.stage_dir_of("loto") / "gene_embeddings_loto.h5ad"),
-                           ad.read_h5ad(regulatory_dir / "regulatory_embeddings_loto.h5ad"), genes, targets, control)
+genes = ad.read_h5ad(layout.artifact("regulatory", "regulatory_embeddings")).obs_names.astype(str).to_numpy()
+data, left_out = loto_data(ad.read_h5ad(layout.artifact("loto", "gene_embeddings_loto")),
+                           ad.read_h5ad(layout.artifact("regulatory", "regulatory_embeddings_loto")), genes, targets,
+                           control)
 n_genes, max_k = len(genes), min(params.max_k, len(genes))
 print(f"{len(data.targets)} held-out targets ranked among {n_genes} interactome genes; left out (not in the "
       f"interactome or without LOTO models): {', '.join(left_out) if left_out else 'none'}")
@@ -81,23 +88,11 @@ print(f"{len(data.targets)} held-out targets ranked among {n_genes} interactome 
 
 # %%
 settings = InputSettings(**params.inputs.model_dump())
-main = f"{params.model} (reg {params.reg:g})"
+main = model_label(params.model, params.reg)
 fitted = model_fit_predict(params.model, params.reg, settings, seed=ctx.seed)
-ranks = {main: loto_ranks(data, fitted)}
-for name in params.compare:
-    ranks[name] = loto_ranks(data, model_fit_predict(name, params.reg, settings, seed=ctx.seed))
-profile_file = layout.stage_dir_of("screen") / "profiles.parquet"
-classical = None
-if profile_file.is_file():  # the same model on the screen's classical profiles instead of the LOTO CNNs' embeddings
-    nucleus_genes = pd.read_parquet(layout.stage_dir_of("images") / "nuclei.parquet", columns=["Metadata_Gene"])
-    classical = f"{main} on classical profiles"
-    profile_means = profile_table(pd.read_parquet(profile_file), nucleus_genes["Metadata_Gene"], control)
-    ranks[classical] = loto_ranks(replace(data, image={t: profile_means for t in data.targets}), fitted)
-ranks["mean of all genes"] = baseline_ranks(data, "mean_all")
-ranks["mean of training targets"] = baseline_ranks(data, "train_mean")
-ranks = pd.DataFrame(ranks)
-with atomic_path(out / "ranks.parquet") as tmp:
-    ranks.to_parquet(tmp)
+compared = {name: model_fit_predict(name, params.reg, settings, seed=ctx.seed) for name in params.compare}
+ranks = translation_ranks(data, {main: fitted, **compared}, classical_profiles(layout, control))
+write_parquet(ranks, layout.artifact("translation", "ranks"))
 random = random_ranks(n_genes, len(data.targets), params.random_repeats, ctx.seed)
 null = None
 if params.permutation_repeats:
@@ -113,29 +108,9 @@ if params.permutation_repeats:
 # targets (exact over all sign patterns up to 16 targets).
 
 # %%
-scores = partial(rank_scores, max_k=max_k, auc_ks=params.auc_ks)
-table = pd.DataFrame({name: scores(column.to_numpy()) for name, column in ranks.items()}).T
-random_scores = pd.DataFrame([scores(row) for row in random])
-table.loc["random gene (expected)"] = curve_scores(random_topk(n_genes, max_k), params.auc_ks)
-p_values = pd.DataFrame(index=table.index, columns=[f"p_random_{c}" for c in table.columns], dtype=float)
-for name in ranks:
-    for column in table.columns:
-        p_values.loc[name, f"p_random_{column}"] = permutation_p_value(table.loc[name, column],
-                                                                       random_scores[column].to_numpy())
-if null is not None:
-    null_scores = pd.DataFrame([scores(row) for row in null])
-    for column in table.columns:
-        p_values.loc[main, f"p_permuted_{column}"] = permutation_p_value(table.loc[main, column],
-                                                                         null_scores[column].to_numpy())
-for baseline, label in (("mean of all genes", "mean_all"), ("mean of training targets", "train_mean")):
-    for column in table.columns:  # the same targets, paired: is the model ahead of this baseline target by target?
-        p_values.loc[main, f"p_{label}_{column}"] = paired_p_value(ranks[main], ranks[baseline], column, seed=ctx.seed)
-report = pd.concat([table, p_values], axis=1)
-display(report.round(4))
-curves = {name: topk_accuracy(column.to_numpy(), max_k) for name, column in ranks.items()}
-bands = {"random gene": tuple(np.quantile([topk_accuracy(row, max_k) for row in random], [0.025, 0.975], axis=0))}
-if null is not None:
-    bands["shuffled pairs"] = tuple(np.quantile([topk_accuracy(row, max_k) for row in null], [0.025, 0.975], axis=0))
+table, p_values = score_report(ranks, random, null, main, n_genes, max_k=max_k, auc_ks=params.auc_ks, seed=ctx.seed)
+display(pd.concat([table, p_values], axis=1).round(4))
+curves, bands = curve_bands(ranks, random, null, max_k)
 plotting.topk_curves(curves, bands, f"LOTO top-k accuracy, {len(data.targets)} held-out targets, "
                                     f"{n_genes} candidate genes")
 plt.show()
@@ -161,11 +136,9 @@ display(power.round(3))
 
 # %%
 predictions = loto_predictions(data, fitted)
-examples = ranks[main].sort_values().index[[0, len(ranks) // 2, -1]]
-for target in dict.fromkeys(examples):
+for target in example_targets(ranks[main]):
     print(f"{target}: true gene at rank {int(ranks.loc[target, main]) + 1} of {n_genes}")
-    candidates = pd.DataFrame(data.regulatory[target], index=genes)
-    display(nearest_genes(candidates, predictions[target], truth, target).T)
+    display(nearest_genes(pd.DataFrame(data.regulatory[target], index=genes), predictions[target], truth, target).T)
 
 # %% [markdown]
 # ## What limits the prediction (synthetic data only)
@@ -178,14 +151,7 @@ for target in dict.fromkeys(examples):
 # %%
 oracle = None
 if truth is not None:
-    true_image = world_shifts(truth.reset_index(), data.targets, (1.0, 1.0), ctx.seed).filter(like="shift_")
-    programs = unit_rows(latent(truth.loc[genes]))
-    variants = {"the method": data,
-                "true_images": replace(data, image={t: true_image for t in data.targets}),
-                "true_programs": replace(data, regulatory={t: programs for t in data.targets}),
-                "both_true": LotoData.from_shared(genes, data.targets, true_image, programs)}
-    oracle = pd.DataFrame({ORACLE_ROWS[key]: scores(loto_ranks(variant, fitted).to_numpy())
-                           for key, variant in variants.items()}).T
+    oracle = oracle_table(data, fitted, truth, ctx.seed, max_k=max_k, auc_ks=params.auc_ks)
     display(oracle.round(3))
 
 # %% [markdown]
@@ -197,17 +163,13 @@ if truth is not None:
 # more or less moves top-5 by several points.
 
 # %%
-replicate_file = regulatory_dir / "regulatory_embeddings_replicates.h5ad"
+replicate_file = layout.artifact("regulatory", "regulatory_embeddings_replicates")
 replicates = None
 if replicate_file.is_file():
-    table_of = ad.read_h5ad(replicate_file)
-    models = list(dict.fromkeys(table_of.obs["model"].astype(str)))
-
-    replicates = pd.DataFrame({model: scores(loto_ranks(shared_regulatory(data, model_block(table_of, model)), fitted)
-                                             .to_numpy()) for model in models}).T
-    spread = replicates.agg(["mean", "min", "max"])
+    replicates = replicate_scores(data, fitted, ad.read_h5ad(replicate_file), max_k=max_k, auc_ks=params.auc_ks)
+    spread = score_spread(replicates)
     display(pd.concat([replicates, spread]).round(3))
-    print(f"{len(models)} autoencoder trainings: top-5 {spread.loc['mean', 'top5']:.3f} on average "
+    print(f"{len(replicates)} autoencoder trainings: top-5 {spread.loc['mean', 'top5']:.3f} on average "
           f"({spread.loc['min', 'top5']:.3f}–{spread.loc['max', 'top5']:.3f}), random {5 / n_genes:.3f}")
 else:
     print("the autoencoder learnt image labels: its replicates saw every target, so only the LOTO models count")
@@ -221,40 +183,20 @@ else:
 # targets, and scores the target under it: that number is an honest estimate.
 
 # %%
-summary = {"targets": len(data.targets), "candidates": n_genes, "left_out": left_out,
-           "model": main, **{k: float(v) for k, v in table.loc[main].items()},
-           **{k: float(v) for k, v in p_values.loc[main].dropna().items()},
-           "random_expected_top5": 5 / n_genes,
-           **power_summary(power),
-           "mean_all_top5": float(table.loc["mean of all genes", "top5"]) if max_k >= 5 else None}
-if classical is not None:
-    summary.update({f"classical_{column}": float(value)
-                    for column, value in pd.concat([table.loc[classical], p_values.loc[classical].dropna()]).items()})
-if oracle is not None:
-    summary.update(oracle_summary(oracle))
-if replicates is not None:
-    columns = replicates.columns.intersection(["top5", "top10"] + [f"auc{k}" for k in params.auc_ks])
-    summary.update({f"replicates_{column}_{stat}": float(replicates[column].agg(stat))
-                    for column in columns for stat in ("mean", "min", "max")}, replicates=len(replicates))
+grid = None
 if params.grid_search:
-    n_training = len(data.targets) - 1
-    grid = reference_grid(n_training) if params.grid is None else settings_grid(params.grid)
-    grid_result = grid_ranks(data, grid, seed=ctx.seed, execution=params.execution, progress_bar=True)
-    ranked = grid_summary(grid, grid_result, params.selection_ks)
-    with atomic_path(out / "grid.parquet") as tmp:
-        ranked.to_parquet(tmp)
-    print(f"{len(grid)} settings × {len(data.targets)} targets")
+    ranked, grid = grid_report(data, params.grid, seed=ctx.seed, execution=params.execution,
+                               selection_ks=params.selection_ks, max_k=max_k, auc_ks=params.auc_ks, progress_bar=True)
+    write_parquet(ranked, layout.artifact("translation", "grid"))
+    print(f"{grid['grid_settings']} settings × {len(data.targets)} targets")
     display(ranked.head(10).round(4))
-    nested = nested_selection(grid_result, data.targets, params.selection_ks)
-    nested_accuracy = topk_accuracy(nested["rank"].to_numpy(), max_k)
-    best = ranked.iloc[0]
-    print(f"best setting on all targets (optimistic): top-5 {best['top5']:.3f}; nested selection (honest): "
-          f"top-5 {nested_accuracy[4]:.3f}, " + ", ".join(f"AUC{k} {topk_auc(nested_accuracy, k):.3f}"
-                                                         for k in params.auc_ks if k <= max_k))
-    summary.update(grid_settings=len(grid), grid_best_top5_optimistic=float(best["top5"]),
-                   nested_top5=float(nested_accuracy[4]),
-                   **{f"nested_auc{k}": topk_auc(nested_accuracy, k) for k in params.auc_ks if k <= max_k})
-write_text_atomic(out / "summary.json", pd.Series(summary).to_json(indent=2) + "\n")
+    print(f"best setting on all targets (optimistic): top-5 {grid['grid_best_top5_optimistic']:.3f}; nested "
+          f"selection (honest): top-5 {grid['nested_top5']:.3f}, "
+          + ", ".join(f"AUC{k} {grid[f'nested_auc{k}']:.3f}" for k in params.auc_ks if k <= max_k))
+summary = translation_summary(targets=len(data.targets), candidates=n_genes, left_out=left_out, main=main,
+                              table=table, p_values=p_values, power=power, max_k=max_k, auc_ks=params.auc_ks,
+                              oracle=oracle, replicates=replicates, grid=grid)
+write_summary(summary, layout.artifact("translation", "summary"))
 
 # %% [markdown]
 # ## The predict command on held-out conditions
@@ -266,22 +208,15 @@ write_text_atomic(out / "summary.json", pd.Series(summary).to_json(indent=2) + "
 
 # %%
 if truth is not None and params.query_fields:
-    screen_params = ctx.params.stage("data").synthetic.screen
-    rows = []
-    for k, target in enumerate(data.targets):
-        query = out / "queries" / target
-        render_query_fields(truth.reset_index(), target, params.query_fields, screen_params, query, seed=ctx.seed + k)
-        ranking = rank_genes(query, dataset=ctx.params.dataset, params_path=ctx.params.source_path,
-                             runs_dir=layout.runs_dir, model=f"loto:{target}", work_dir=out / "queries_work" / target)
-        rows.append({"target": target, "rank": int(ranking.loc[ranking["gene"] == target, "rank"].iloc[0]),
-                     "top_3": ", ".join(ranking["gene"].head(3))})
-    queries = pd.DataFrame(rows).set_index("target")
-    with atomic_path(out / "predict_held_out.parquet") as tmp:
-        queries.to_parquet(tmp)
-    fraction = float((queries["rank"] <= 10).mean())
-    print(f"true gene in the top 10 for {int((queries['rank'] <= 10).sum())} of {len(queries)} held-out conditions "
-          f"({fraction:.0%}; random {10 / n_genes:.0%}); median rank {queries['rank'].median():g} of {n_genes}")
+    queries = predict_held_out(truth, data.targets, params.query_fields, ctx.params.stage("data").synthetic.screen,
+                               rank_genes, queries_dir=layout.artifact("translation", "queries"),
+                               work_dir=layout.artifact("translation", "queries_work"), seed=ctx.seed,
+                               dataset=ctx.params.dataset, params_path=ctx.params.source_path, runs_dir=layout.runs_dir)
+    write_parquet(queries, layout.artifact("translation", "predict_held_out"))
+    held_out = held_out_scores(queries)
+    fraction = held_out["predict_top10_fraction"]
+    print(f"true gene in the top 10 for {round(fraction * len(queries))} of {len(queries)} held-out conditions "
+          f"({fraction:.0%}; random {10 / n_genes:.0%}); median rank {held_out['predict_median_rank']:g} of {n_genes}")
     display(queries.sort_values("rank"))
-    summary.update(predict_top10_fraction=fraction, predict_median_rank=float(queries["rank"].median()))
-    write_text_atomic(out / "summary.json", pd.Series(summary).to_json(indent=2) + "\n")
-
+    summary.update(held_out)
+    write_summary(summary, layout.artifact("translation", "summary"))

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
+import anndata as ad
+import numpy as np
+import pandas as pd
 import pytest
 
-from image2reg.layout import RAW_FILES, STAGE_FILES, RawLayout, RunLayout, TaskFiles, artifact_name
+from image2reg.layout import (
+    RAW_FILES,
+    STAGE_FILES,
+    RawLayout,
+    RunLayout,
+    TaskFiles,
+    artifact_name,
+    write_h5ad,
+    write_json,
+    write_parquet,
+    write_summary,
+)
 from image2reg.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,3 +112,29 @@ def test_every_package_module_has_a_layer_and_imports_only_downwards():
         wrong += [f"{module} (layer {own}) imports {target} (layer {_layer(target)})"
                   for target in sorted(_imports(path)) if _layer(target) > own]
     assert not wrong, "imports that run up the layers:\n" + "\n".join(wrong)
+
+
+def test_writers_round_trip_and_leave_no_temporary_file(tmp_path):
+    table = pd.DataFrame({"a": [1, 2]}, index=pd.Index(["x", "y"], name="gene"))
+    assert pd.read_parquet(write_parquet(table, tmp_path / "t.parquet")).equals(table)
+    adata = ad.AnnData(np.eye(2, dtype=np.float32), obs=pd.DataFrame({"k": [1, 2]}, index=["x", "y"]))
+    back = ad.read_h5ad(write_h5ad(adata, tmp_path / "sub" / "e.h5ad"))
+    np.testing.assert_array_equal(back.X, adata.X)
+    assert back.obs["k"].tolist() == [1, 2]
+    path = write_summary({"n": np.int64(3), "names": ["a"], "x": 0.5}, tmp_path / "s.json")
+    assert path.read_text() == '{\n  "n":3,\n  "names":[\n    "a"\n  ],\n  "x":0.5\n}\n'
+    assert json.loads(path.read_text()) == {"n": 3, "names": ["a"], "x": 0.5}
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["e.h5ad", "s.json", "t.parquet"]
+
+
+def test_plotting_modules_export_distinct_names():
+    """``image2reg.plotting`` gathers its modules' figures with ``import *``: a name in two would shadow one."""
+    from image2reg.plotting import cnn, data, network, translation
+
+    names = [name for module in (data, cnn, network, translation) for name in module.__all__]
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
+
+
+def test_json_keeps_full_precision_and_summaries_keep_pandas_encoding(tmp_path):
+    assert json.loads(write_json({"x": 1 / 3}, tmp_path / "a.json").read_text())["x"] == 1 / 3
+    assert json.loads(write_summary({"x": 1 / 3}, tmp_path / "b.json").read_text())["x"] == 0.3333333333

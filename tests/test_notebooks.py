@@ -49,7 +49,7 @@ def test_nearest_genes_and_the_oracle_summary():
     import numpy as np
     import pandas as pd
 
-    from image2reg.notebook import ORACLE_ROWS, nearest_genes, oracle_summary
+    from image2reg.translation.report import ORACLE_ROWS, nearest_genes, oracle_summary
 
     candidates = pd.DataFrame([[0.0, 0.0], [3.0, 0.0], [1.0, 0.0]], index=["a", "b", "c"])
     truth = pd.DataFrame({"module": [0, 1, 0]}, index=["a", "b", "c"])

@@ -1,11 +1,13 @@
 """What stage 00 shows of a dataset: sample fields per condition and, for the synthetic world, its structure.
 
 Stage 00's figures draw what these functions return (:mod:`image2reg.plotting`): the fields of a few
-conditions (:func:`montage_conditions`, :func:`montage_fields`) and the module structure of the single-cell
-expression (:func:`module_correlation`).
+conditions (:func:`montage_conditions`, :func:`montage_fields`, both at once: :func:`condition_montage`) and
+the module structure of the single-cell expression (:func:`module_correlation`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
@@ -49,6 +51,48 @@ def montage_fields(raw: RawLayout, metadata: pd.DataFrame, conditions: list[tupl
             images.append(image[top:top + crop, top:top + crop])
         panels.append(images)
     return panels
+
+
+@dataclass(frozen=True)
+class FieldMontage:
+    """Fields to show per condition (for :func:`image2reg.plotting.field_montage`)."""
+
+    panels: list[list[np.ndarray]]  #: per condition, up to ``n_fields`` crops of fields
+    conditions: list[tuple[str, str]]  #: ``(gene, label)`` of each row
+    n_fields: int
+    crop: int  #: side of the crops, px
+
+
+def condition_montage(raw: RawLayout, metadata: pd.DataFrame, genes: pd.DataFrame, control: str, field_size: int,
+                      n_fields: int = 4, max_crop: int = 192) -> FieldMontage:
+    """Fields of the control and of the strongest genes of each effect class of a synthetic world.
+
+    Parameters
+    ----------
+    raw
+        The raw folder holding the fields.
+    metadata
+        The world's per-field table (Rohban columns, ``Image_Metadata_*``).
+    genes
+        The world's genes table (``gene``, ``in_screen``, ``effect_class``, ``effect_size``).
+    control
+        The negative control's condition.
+    field_size
+        Side of the fields, px: the crops are the central ``min(max_crop, field_size)`` px.
+    n_fields
+        Fields per condition.
+    max_crop
+        The largest crop side, px.
+
+    Returns
+    -------
+    FieldMontage
+        The conditions of :func:`montage_conditions` and the crops of :func:`montage_fields` (seed 0).
+    """
+    conditions = montage_conditions(genes, control)
+    crop = min(max_crop, field_size)
+    return FieldMontage(montage_fields(raw, metadata, conditions, n_fields=n_fields, crop=crop), conditions,
+                        n_fields, crop)
 
 
 def module_correlation(cells: ad.AnnData, genes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,9 @@ from matplotlib.patches import Patch
 
 from image2reg.plotting.data import EFFECT_COLORS
 
-__all__ = ["screen_ranking", "screen_vs_truth", "cnn_vs_baseline", "fold_accuracies", "training_histories", "confusion_heatmap", "embedding_scatter", "gene_clustermap", "loto_overview"]
+__all__ = ["screen_ranking", "screen_vs_truth", "cnn_vs_baseline", "fold_accuracies", "training_epochs",
+           "training_histories", "confusion_heatmap", "embedding_scatter", "gene_clustermap", "activity_bars",
+           "loto_overview"]
 
 
 def _class_colors(genes: pd.Index, classes: pd.Series | None) -> list[str]:
@@ -128,6 +130,20 @@ def fold_accuracies(results: pd.DataFrame, impactful: list[str], chance: float =
     return fig
 
 
+def training_epochs(results: pd.DataFrame) -> Figure:
+    """Histograms of the epochs each model trained and of its best epoch (early stopping on validation BAC).
+
+    ``results``: one row per model with integer ``epochs`` and ``best_epoch`` (e.g. the screen's table).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    axes[0].hist(results["epochs"], bins=np.arange(results["epochs"].max() + 2) - 0.5, color="#34495e")
+    axes[0].set_xlabel("epochs trained")
+    axes[1].hist(results["best_epoch"], bins=np.arange(results["best_epoch"].max() + 2) - 0.5, color="#2980b9")
+    axes[1].set_xlabel("best epoch")
+    fig.tight_layout()
+    return fig
+
+
 def training_histories(histories: dict[str, pd.DataFrame]) -> Figure:
     """Validation balanced accuracy and train/validation loss per epoch of several trainings."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -201,6 +217,24 @@ def gene_clustermap(similarity: pd.DataFrame, order: list[str], groups: pd.Serie
             ax.get_yticklabels()[position].set_color(cmap(codes[str(groups.get(gene))] % 10))
     fig.colorbar(image, ax=ax, shrink=0.7, label="cosine similarity")
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def activity_bars(activity: pd.DataFrame) -> Figure:
+    """Each perturbation's mAP against the control, CNN embeddings beside classical profiles.
+
+    ``activity``: one row per perturbation with ``mean_average_precision`` and
+    ``mean_average_precision_classical`` (:func:`~image2reg.cnn.report.embedding_activity`).
+    """
+    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(activity)), 3.2))
+    x = np.arange(len(activity))
+    ax.bar(x - 0.2, activity["mean_average_precision"], width=0.4, color="#2980b9", label="CNN embeddings")
+    ax.bar(x + 0.2, activity["mean_average_precision_classical"], width=0.4, color="#e67e22",
+           label="classical profiles")
+    ax.set_xticks(x, activity.index, rotation=90, fontsize=6)
+    ax.set_ylabel("mAP vs control (fields)")
+    ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -10,7 +10,8 @@ from matplotlib.patches import Patch
 
 EFFECT_COLORS = {"strong": "#c0392b", "weak": "#e67e22", "none": "#7f8c8d", "control": "#2c3e50"}
 
-__all__ = ["field_montage", "effect_sizes", "world_overview", "qc_overview", "illumination_functions", "segmentation_overlays", "crop_montage", "nuclei_per_condition", "filter_distributions"]
+__all__ = ["field_montage", "effect_sizes", "world_overview", "qc_overview", "illumination_functions",
+           "segmentation_overlays", "crop_montage", "nuclei_per_condition", "filter_distributions"]
 
 
 def field_montage(panels: list[list[np.ndarray]], conditions: list[tuple[str, str]], n_fields: int = 4,

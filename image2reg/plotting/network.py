@@ -1,4 +1,5 @@
-"""Figures of stages 05–06: pruning scans, the β sweep and the interactome drawing."""
+"""Figures of stages 05–06: pruning scans, costs and prizes, the β sweep, the interactome drawing, robustness,
+the graph autoencoder's training and link prediction, and the regulatory embeddings' UMAPs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-__all__ = ["pruning_scans", "beta_sweep", "interactome_drawing"]
+from image2reg.plotting.cnn import embedding_scatter
+
+__all__ = ["pruning_scans", "costs_and_prizes", "beta_sweep", "interactome_drawing", "interactome_by_module",
+           "robustness_histogram", "gae_history", "link_auc_by_kind", "regulatory_umaps"]
 
 
 def pruning_scans(confidence: pd.DataFrame, hubs: pd.DataFrame, cutoff: float | None,
@@ -95,3 +99,91 @@ def interactome_drawing(nodes: pd.DataFrame, edges: pd.DataFrame, color: str, *,
     ax.set_title(title or f"{len(nodes)} genes, {len(edges)} edges; ◆ impactful targets", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def costs_and_prizes(costs: np.ndarray, prizes: np.ndarray, targets: np.ndarray, edge_cost: str) -> Figure:
+    """Histograms of the PCST's edge costs and node prizes, the impactful targets' prizes apart.
+
+    ``targets`` are node indices into ``prizes``; ``edge_cost`` names the kind of cost (axis label).
+    """
+    prizes = np.asarray(prizes)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    axes[0].hist(costs, bins=40, color="#7f8c8d")
+    axes[0].set_xlabel(f"edge cost ({edge_cost})")
+    axes[1].hist(prizes, bins=40, color="#2c3e50", label="all genes")
+    axes[1].hist(prizes[targets], bins=40, color="#c0392b", label="impactful targets")
+    axes[1].set_xlabel("prize (|logFC|, targets at the maximum)")
+    axes[1].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def interactome_by_module(nodes: pd.DataFrame, edges: pd.DataFrame, modules: pd.Series, *, seed: int = 0) -> Figure:
+    """:func:`interactome_drawing` coloured by the true module of each gene (``modules``: gene → module)."""
+    coloured = nodes.assign(true_module=modules.reindex(nodes.index).to_numpy())
+    return interactome_drawing(coloured, edges, "true_module", seed=seed, title="coloured by the true module")
+
+
+def robustness_histogram(robustness: pd.Series, noise: float, repeats: int) -> Figure:
+    """How often each interactome gene is selected again when the edge costs are perturbed."""
+    fig, ax = plt.subplots(figsize=(5, 2.8))
+    ax.hist(robustness, bins=20, color="#2c3e50")
+    ax.set_xlabel(f"selection frequency under {noise:.0%} cost noise ({repeats} repeats)")
+    ax.set_ylabel("genes")
+    fig.tight_layout()
+    return fig
+
+
+def gae_history(history: pd.DataFrame, best_epoch: int, title: str = "model on all genes") -> Figure:
+    """A graph autoencoder's training: train and validation loss (best epoch marked), validation link AUC."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    axes[0].plot(history["epoch"], history["train_loss"], label="train")
+    axes[0].plot(history["epoch"], history["val_loss"], label="validation")
+    axes[0].axvline(best_epoch, color="#8e44ad", ls="--", lw=1, label="best epoch")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("loss")
+    axes[0].legend(frameon=False, fontsize=8)
+    axes[1].plot(history["epoch"], history["val_auc"], color="#2c3e50")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("validation link AUC")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def link_auc_by_kind(metrics: pd.DataFrame) -> Figure:
+    """Test link AUC of the models on all genes (``all`` and ``replicate``: edge splits) and of the LOTO models."""
+    by_kind = metrics.assign(kind=metrics["kind"].replace({"replicate": "all"}))
+    groups = [group["test_auc"].to_numpy() for _, group in by_kind.groupby("kind", sort=True)]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.boxplot(groups, tick_labels=sorted(by_kind["kind"].unique()))
+    for k, values in enumerate(groups, start=1):
+        jitter = np.random.default_rng(k).uniform(-0.08, 0.08, len(values))
+        ax.scatter(np.full(len(values), k) + jitter, values, s=12, color="#2c3e50", zorder=3)
+    ax.axhline(0.5, color="k", lw=0.6, ls=":")
+    ax.set_ylabel("test link AUC")
+    ax.set_xticks([1, 2][:len(groups)], ["all genes (edge splits)", "LOTO models"][:len(groups)])
+    fig.tight_layout()
+    return fig
+
+
+def regulatory_umaps(coordinates: np.ndarray, nodes: pd.DataFrame, image_labels: np.ndarray | None = None,
+                     modules: pd.Series | None = None) -> list[Figure]:
+    """UMAPs of the regulatory embeddings coloured by the interactome's Louvain cluster (targets named), by the
+    targets' image cluster (the latent classifier's labels; other genes: none) and by the true module.
+
+    ``nodes`` is stage 05's node table (``cluster``, ``is_target``), in the rows' order; ``image_labels``
+    (−1: none) and ``modules`` (gene → module) are drawn when given.
+    """
+    genes = nodes.index.astype(str)
+    figures = [embedding_scatter(coordinates, nodes["cluster"].astype(str).rename("interactome cluster"),
+                                 "UMAP of the regulatory embeddings: Louvain cluster of the interactome",
+                                 names=[gene if target else "" for gene, target in zip(genes, nodes["is_target"])])]
+    if image_labels is not None:
+        groups = pd.Series(np.where(image_labels >= 0, image_labels.astype(str), "none"))
+        figures.append(embedding_scatter(coordinates, groups, "… image cluster of the impactful targets (the "
+                                                               "classifier's labels; other genes: none)"))
+    if modules is not None:
+        figures.append(embedding_scatter(coordinates, modules.reindex(genes).astype(str).rename("true module"),
+                                         "… true module (synthetic ground truth)"))
+    return figures

@@ -1,4 +1,4 @@
-"""Figures of stages 07–08: top-k curves and target ranks."""
+"""Figures of stages 07–08: top-k curves, target ranks and the effects of a second screen."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["topk_curves", "target_ranks"]
+__all__ = ["topk_curves", "target_ranks", "shift_sizes"]
 
 
 def topk_curves(curves: dict[str, np.ndarray], bands: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -43,4 +43,18 @@ def target_ranks(ranks: pd.Series, n_candidates: int, k: int = 10, title: str = 
     ax.legend(frameon=False, fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def shift_sizes(shifts: pd.DataFrame, groups: dict[str, list[str]],
+                 title: str = "Ground truth: effects of the second screen's perturbations") -> Figure:
+    """Histograms of the true effect sizes (``shifts["effect_size"]``, cell-noise SD) of each group of genes."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for role, genes in groups.items():
+        ax.hist(shifts.loc[genes, "effect_size"], bins=20, range=(0, shifts["effect_size"].max()), alpha=0.6,
+                label=role)
+    ax.set_xlabel("true effect size (cell-noise SD)")
+    ax.set_ylabel("genes")
+    ax.legend(frameon=False)
+    ax.set_title(title, fontsize=10)
     return fig
