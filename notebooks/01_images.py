@@ -44,10 +44,12 @@ from image2reg.images.report import (
     flagged_fields,
     flags_against_truth,
     illumination_overview,
+    images_summary,
     largest_conditions,
     score_segmentation,
     segmentation_examples,
 )
+from image2reg.layout import write_summary
 from image2reg.notebook import setup_stage
 
 ctx = setup_stage("images", dataset, params_path, fold, runs_dir, reports_dir)
@@ -114,6 +116,7 @@ if segmentation is not None:
     print(f"segmentation F1 at IoU 0.5 over {len(segmentation.scores)} fields: {segmentation.f1:.3f} "
           f"(precision {segmentation.precision:.3f}, recall {segmentation.recall:.3f}, "
           f"mean matched IoU {segmentation.mean_iou:.3f})")
+write_summary(images_summary(summary, segmentation), ctx.layout.artifact("images", "summary"))
 
 # %% [markdown]
 # ## Nuclei: filters, counts and crops

@@ -100,3 +100,12 @@ def test_the_segmentation_score_pools_objects_and_needs_a_world(smoke_world, smo
     assert report.score_segmentation(qc, RawLayout(smoke_stage01 / "no_world"), files, params, seed=0) is None
     masks = params.model_copy(update={"segmentation": params.segmentation.model_copy(update={"method": "masks"})})
     assert report.score_segmentation(qc, smoke_world, files, masks, seed=0) is None
+
+
+def test_images_summary_drops_the_timing_and_adds_the_segmentation_scores():
+    counts = {"fields": 4, "failed_fields": 1, "nuclei": 30, "seconds": 12.5}
+    assert report.images_summary(counts, None) == {"fields": 4, "failed_fields": 1, "nuclei": 30}
+    score = report.SegmentationScore(pd.DataFrame({"f1": [0.8, 0.9]}), f1=0.85, precision=0.9, recall=0.8,
+                                     mean_iou=0.7)
+    summary = report.images_summary(counts, score)
+    assert summary["segmentation_fields"] == 2 and summary["segmentation_f1"] == 0.85 and "seconds" not in summary

@@ -246,3 +246,22 @@ def largest_conditions(nuclei: pd.DataFrame, n: int = 12, column: str = "Metadat
     list of str
     """
     return nuclei[column].value_counts().index[:n].tolist()
+
+
+def images_summary(preprocessing: dict, segmentation: SegmentationScore | None) -> dict:
+    """Stage 01's ``summary.json``: the counts of :func:`~image2reg.images.pipeline.preprocess_images` (without
+    its wall-clock ``seconds``, which no rerun repeats) and, where true masks exist, the segmentation scores.
+
+    Parameters
+    ----------
+    preprocessing
+        What :func:`~image2reg.images.pipeline.preprocess_images` returned.
+    segmentation
+        :func:`score_segmentation`'s result, or None (real data).
+    """
+    summary = {key: value for key, value in preprocessing.items() if key != "seconds"}
+    if segmentation is not None:
+        summary.update(segmentation_fields=len(segmentation.scores), segmentation_f1=segmentation.f1,
+                       segmentation_precision=segmentation.precision, segmentation_recall=segmentation.recall,
+                       segmentation_mean_iou=segmentation.mean_iou)
+    return summary
