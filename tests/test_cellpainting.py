@@ -603,6 +603,7 @@ def test_read_image_table_names_file_and_missing_columns(tmp_path):
         read_image_table(RawLayout(tmp_path / "elsewhere"))
 
 
+@pytest.mark.slow  # a local S3 server and stage 00 through the runbook
 def test_stage_00_downloads_a_real_screen_then_lists_what_else_is_missing(gallery, tmp_path, capsys):
     """The runbook's data stage on the Rohban layout: images arrive, the omics the interactome stage reads
     are reported missing (without that stage configured they are not required)."""

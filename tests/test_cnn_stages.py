@@ -21,6 +21,8 @@ import yaml
 
 from image2reg.config import load_params
 
+pytestmark = pytest.mark.slow  # stages 02-08 end to end through the runbook
+
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_MODEL = {"branches": ["nucleus"], "input_size": 16, "width": 2, "region_size": 48, "pretrained": None}

@@ -158,6 +158,7 @@ def both_runs(tmp_path_factory, run_cli):
     return synthetic / "runs" / "smoke", folder / "runs" / "smoke"
 
 
+@pytest.mark.slow  # two runs of stages 00-04
 def test_the_folder_screen_gives_the_synthetic_runs_cells_and_crops(both_runs):
     synthetic, folder = both_runs
     a, b = synthetic / "01_images", folder / "01_images"
@@ -169,6 +170,7 @@ def test_the_folder_screen_gives_the_synthetic_runs_cells_and_crops(both_runs):
     pd.testing.assert_frame_equal(cells_a[keys + measures], cells_b[keys + measures])
 
 
+@pytest.mark.slow  # two runs of stages 00-04
 def test_the_folder_screen_gives_the_synthetic_runs_screen_and_embeddings(both_runs):
     synthetic, folder = both_runs
     for name in ("specificity.parquet", "screen_results.parquet"):
@@ -185,6 +187,7 @@ def test_the_folder_screen_gives_the_synthetic_runs_screen_and_embeddings(both_r
 # ---------------------------------------------------------------------------------------------
 # Real fields from a folder
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow  # stages 00-01 through the runbook
 def test_real_fields_from_a_folder_go_through_stages_00_and_01(tmp_path, run_cli):
     jump = real_file("cytodataframe/tests/data/cytotable/JUMP_plate_BR00117006/images/orig/"
                      "r01c01f01p01-ch5sk1fk1fl1.tiff")

@@ -215,6 +215,7 @@ def test_embedding_clusters_are_by_direction():
         report.embedding_clusters(vectors[:1], 2)
 
 
+@pytest.mark.slow  # numba compiles UMAP on first use
 def test_umap_coordinates_are_seeded():
     vectors = np.random.default_rng(0).random((12, 4))
     first = report.umap_coordinates(vectors, 15, seed=3)

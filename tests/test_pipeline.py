@@ -152,6 +152,7 @@ def test_outlier_plates_and_wells_are_left_out(fields, tmp_path):
                                    progress_bar=False)
 
 
+@pytest.mark.slow  # a local Dask cluster
 def test_dask_backend_gives_the_same_results(fields, processed, tmp_path):
     params = stage_params(execution=ExecutionParams(backend="dask", workers=2))
     pipeline.preprocess_images(fields, tmp_path, params, progress_bar=False)

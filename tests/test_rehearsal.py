@@ -45,6 +45,8 @@ from image2reg.data.cellpainting import JUMP, read_image_table
 from image2reg.images.io import read_field
 from image2reg.layout import RawLayout
 
+pytestmark = pytest.mark.slow  # real files through stages 00-01 with a local S3 server
+
 BUCKET = "cellpainting-gallery"
 BATCH = "2021_08_23_Batch12"
 PLATE = "BR00126708"  # an ORF plate of the batch; A01 holds TMEM17

@@ -135,6 +135,7 @@ def test_a_task_with_regions_trains_both_branches(nuclei, stage01, tmp_path):
     assert {key.split(".")[1] for key in weights if key.startswith("trunks.")} == {"nucleus", "region"}
 
 
+@pytest.mark.slow  # a local Dask cluster
 def test_run_screen_gives_the_same_table_in_process_and_on_dask(nuclei, stage01, tmp_path):
     # one torch thread in both: float sums in another order (other thread counts) differ in the last bits
     local, _ = tasks_for(nuclei, stage01, tmp_path / "local", genes=SCREENED[:2], torch_threads=1)

@@ -110,6 +110,7 @@ def data() -> dict[str, list[dict]]:
     return {"train": toy_batches(16, seed=1), "val": toy_batches(8, seed=2)}
 
 
+@pytest.mark.slow  # trains a CNN to convergence
 def test_learns_separable_classes_and_reuses_finished_training(data, tmp_path):
     model = make_model()
     params = make_params(epochs=12, patience=3)
