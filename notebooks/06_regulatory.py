@@ -42,7 +42,7 @@ from image2reg import plotting
 from image2reg.data.network_inputs import load_single_cell, read_gmt
 from image2reg.data.raw import raw_input_path
 from image2reg.layout import write_h5ad, write_parquet, write_summary
-from image2reg.network import regulatory, report
+from image2reg.network import regulatory, regulatory_report
 from image2reg.notebook import ground_truth, impactful_genes, setup_stage
 
 ctx = setup_stage("regulatory", dataset, params_path, fold, runs_dir, reports_dir)
@@ -60,11 +60,11 @@ print(f"interactome: {len(nodes)} genes, {len(edge_table)} edges, {int(nodes['is
 # scaled over the interactome's genes, then the gene-set memberships are appended.
 
 # %%
-genes, edges = report.graph_arrays(nodes, edge_table)
+genes, edges = regulatory_report.graph_arrays(nodes, edge_table)
 source = ctx.params.stage("data").source
 cells = load_single_cell(layout.raw, source, ctx.params.stage("interactome"))
 gene_sets = read_gmt(raw_input_path(layout.raw, source, "genesets")) if "gene_sets" in params.features else None
-features = report.regulatory_features(cells, genes, gene_sets, params.features)
+features = regulatory_report.regulatory_features(cells, genes, gene_sets, params.features)
 print(f"{features.values.shape[1]} features per gene ({features.n_cells} cells, {features.n_gene_sets} gene sets)")
 
 # %% [markdown]
@@ -74,13 +74,13 @@ print(f"{features.values.shape[1]} features per gene ({features.n_cells} cells, 
 # stage 03 for the model on all genes, from each target's LOTO CNN (stage 04) for its own model.
 
 # %%
-image_embeddings, loto_image = report.read_image_embeddings(layout)
+image_embeddings, loto_image = regulatory_report.read_image_embeddings(layout)
 tasks = regulatory.gae_tasks(genes, features.values, edges, params, out_dir=layout.artifact("regulatory", "models"),
                              targets=targets, image_embeddings=image_embeddings, loto_embeddings=loto_image)
 labels_all = tasks[0].labels
 if labels_all is not None:
-    display(report.image_cluster_table(genes, labels_all))
-counts = report.model_counts(tasks)
+    display(regulatory_report.image_cluster_table(genes, labels_all))
+counts = regulatory_report.model_counts(tasks)
 print(f"{len(tasks)} models: all genes, {counts['replicate']} other edge splits, {counts['loto']} held-out targets")
 
 # %% [markdown]
@@ -91,7 +91,7 @@ print(f"{len(tasks)} models: all genes, {counts['replicate']} other edge splits,
 # by the encoder during training.
 
 # %%
-metrics = report.train_models(tasks, params.execution)
+metrics = regulatory_report.train_models(tasks, params.execution)
 write_parquet(metrics, layout.artifact("regulatory", "metrics"))
 display(metrics.drop(columns=["held_out"]).round(3).head(12))
 plotting.gae_history(regulatory.read_task_history(tasks[0]), metrics.loc[0, "best_epoch"])
@@ -105,7 +105,7 @@ plt.show()
 # scored on the same split as the model on all genes.
 
 # %%
-link = report.link_prediction_summary(metrics)
+link = regulatory_report.link_prediction_summary(metrics)
 print(f"model on all genes: test AUC {link['test_auc']:.3f}, AP {link['test_ap']:.3f}; over {link['splits']} edge "
       f"splits AUC {link['test_auc_over_splits_mean']:.3f} ± {link['test_auc_over_splits_sd']:.3f} "
       f"(min {link['test_auc_over_splits_min']:.3f})")
@@ -122,17 +122,17 @@ plt.show()
 # codes; stage 07 normalises them to unit length, as the reference did.
 
 # %%
-embeddings = report.embedding_table(regulatory.read_task_embeddings(tasks[0]), nodes, labels_all,
+embeddings = regulatory_report.embedding_table(regulatory.read_task_embeddings(tasks[0]), nodes, labels_all,
                                     params.n_embedding_clusters)
 write_h5ad(embeddings, layout.artifact("regulatory", "regulatory_embeddings"))
 loto = regulatory.loto_embeddings_table(tasks, genes, targets)
 if loto is not None:
     write_h5ad(loto, layout.artifact("regulatory", "regulatory_embeddings_loto"))
-    print(report.describe_loto_embeddings(tasks, loto))
+    print(regulatory_report.describe_loto_embeddings(tasks, loto))
 replicates = regulatory.replicate_embeddings_table(tasks, genes)
 if replicates is not None:  # leak-free for LOTO: stage 07 translates with each of them too
     write_h5ad(replicates, layout.artifact("regulatory", "regulatory_embeddings_replicates"))
-coordinates = report.umap_coordinates(embeddings.X, params.umap_neighbors, ctx.seed)
+coordinates = regulatory_report.umap_coordinates(embeddings.X, params.umap_neighbors, ctx.seed)
 plotting.regulatory_umaps(coordinates, nodes, labels_all, truth["module"] if truth is not None else None)
 plt.show()
 
@@ -145,8 +145,8 @@ plt.show()
 # against 1,000 permutations).
 
 # %%
-recovery = report.embedding_cluster_recovery(embeddings, nodes["cluster"], edge_table,
+recovery = regulatory_report.embedding_cluster_recovery(embeddings, nodes["cluster"], edge_table,
                                              truth["module"] if truth is not None else None, seed=ctx.seed)
 display(recovery.round(4))
-summary = report.regulatory_summary(len(genes), features, len(tasks), link, recovery)
+summary = regulatory_report.regulatory_summary(len(genes), features, len(tasks), link, recovery)
 write_summary(summary, layout.artifact("regulatory", "summary"))

@@ -14,7 +14,7 @@ from image2reg.config import GaeParams, RegulatoryStageParams
 from image2reg.data.network_inputs import InteractomeInputs
 from image2reg.execute import ExecutionParams
 from image2reg.layout import RunLayout, artifact_name, write_h5ad
-from image2reg.network import pruning, report
+from image2reg.network import pruning, regulatory_report, report
 from image2reg.network.inference import IndexedNetwork
 from image2reg.network.regulatory import GaeTask, gae_tasks
 
@@ -142,23 +142,23 @@ EDGES = pd.DataFrame({"gene1": ["Y", "X", "Z"], "gene2": ["Z", "Y", "W"]})
 
 
 def test_graph_arrays_follow_the_node_order():
-    genes, edges = report.graph_arrays(NODES, EDGES)
+    genes, edges = regulatory_report.graph_arrays(NODES, EDGES)
     assert genes.tolist() == ["X", "Y", "Z", "W"] and edges.tolist() == [[1, 2], [0, 1], [2, 3]]
     with pytest.raises(KeyError, match="1 edge ends are not nodes"):
-        report.graph_arrays(NODES, pd.DataFrame({"gene1": ["X"], "gene2": ["Q"]}))
+        regulatory_report.graph_arrays(NODES, pd.DataFrame({"gene1": ["X"], "gene2": ["Q"]}))
 
 
 def test_regulatory_features_of_each_kind():
     cells = ad.AnnData(np.arange(20, dtype=float).reshape(4, 5), var=pd.DataFrame(index=["X", "Y", "Z", "W", "V"]))
     gene_sets = {"s1": ["X", "Y"], "s2": ["Q"]}
-    both = report.regulatory_features(cells, ["X", "Y", "Z"], gene_sets, ["expression", "gene_sets"])
+    both = regulatory_report.regulatory_features(cells, ["X", "Y", "Z"], gene_sets, ["expression", "gene_sets"])
     assert both.values.shape == (3, 6) and (both.n_cells, both.n_gene_sets) == (4, 2)
-    sets = report.regulatory_features(cells, ["X", "Y", "Z"], gene_sets, ["gene_sets"])
+    sets = regulatory_report.regulatory_features(cells, ["X", "Y", "Z"], gene_sets, ["gene_sets"])
     assert sets.names == ["set:s1", "set:s2"] and sets.values.tolist() == [[1, 0], [1, 0], [0, 0]]
-    cells_only = report.regulatory_features(cells, ["X", "Y", "Z"], gene_sets, ["expression"])
+    cells_only = regulatory_report.regulatory_features(cells, ["X", "Y", "Z"], gene_sets, ["expression"])
     assert cells_only.n_gene_sets == 0 and cells_only.values[:, 0].tolist() == [0.0, 0.5, 1.0]
     with pytest.raises(ValueError, match="expression and/or gene_sets"):
-        report.regulatory_features(cells, ["X"], None, ["images"])
+        regulatory_report.regulatory_features(cells, ["X"], None, ["images"])
 
 
 def test_read_image_embeddings_from_the_run(tmp_path):
@@ -167,31 +167,31 @@ def test_read_image_embeddings_from_the_run(tmp_path):
     loto = ad.AnnData(np.zeros((1, 2)), obs=pd.DataFrame({"model": ["X"], "gene": ["Z"]}, index=["X:Z"]))
     write_h5ad(image, layout.artifact("embeddings", "gene_embeddings"))
     write_h5ad(loto, layout.artifact("loto", "gene_embeddings_loto"))
-    table, loto_back = report.read_image_embeddings(layout)
+    table, loto_back = regulatory_report.read_image_embeddings(layout)
     assert table.index.tolist() == ["X", "Z"] and table.to_numpy().tolist() == [[1, 2], [3, 4]]
     assert loto_back.obs_names.tolist() == ["X:Z"]
 
 
 def test_labels_and_model_counts():
-    table = report.image_cluster_table(["X", "Y", "Z"], np.array([0, -1, 1]))
+    table = regulatory_report.image_cluster_table(["X", "Y", "Z"], np.array([0, -1, 1]))
     assert table.columns.tolist() == ["X", "Z"] and table.index.tolist() == ["image cluster"]
     assert table.loc["image cluster"].tolist() == [0, 1]
-    assert report.image_cluster_table(["X"], None) is None
+    assert regulatory_report.image_cluster_table(["X"], None) is None
     tasks = [GaeTask(name=n, kind=k, folder="", features=np.zeros(1), edges=np.zeros(1), labels=None,
                      params=GaeParams()) for n, k in (("all", "all"), ("replicate_1", "replicate"), ("X", "loto"))]
-    assert report.model_counts(tasks) == {"all": 1, "replicate": 1, "loto": 1}
+    assert regulatory_report.model_counts(tasks) == {"all": 1, "replicate": 1, "loto": 1}
 
 
 def test_link_prediction_summary():
     metrics = pd.DataFrame({"kind": ["all", "replicate", "replicate", "loto", "loto"],
                             "test_auc": [0.8, 0.6, 0.7, 0.9, 0.5], "test_ap": [0.75, 0, 0, 0, 0]})
-    link = report.link_prediction_summary(metrics)
+    link = regulatory_report.link_prediction_summary(metrics)
     assert link == pytest.approx({"test_auc": 0.8, "test_ap": 0.75, "test_auc_over_splits_mean": 0.7,
                                   "test_auc_over_splits_sd": np.std([0.8, 0.6, 0.7]),
                                   "test_auc_over_splits_min": 0.6, "splits": 3, "loto_test_auc_mean": 0.7})
-    assert "loto_test_auc_mean" not in report.link_prediction_summary(metrics.iloc[:3])
+    assert "loto_test_auc_mean" not in regulatory_report.link_prediction_summary(metrics.iloc[:3])
     with pytest.raises(ValueError, match="no model on all genes"):
-        report.link_prediction_summary(metrics.iloc[3:].reset_index(drop=True))
+        regulatory_report.link_prediction_summary(metrics.iloc[3:].reset_index(drop=True))
 
 
 def test_train_models_returns_one_row_per_task(tmp_path):
@@ -201,49 +201,49 @@ def test_train_models_returns_one_row_per_task(tmp_path):
     params = RegulatoryStageParams(labels="none", evaluation_seeds=2, gae=gae)
     tasks = gae_tasks(genes, np.random.default_rng(0).random((8, 3)).astype(np.float32), edges, params,
                       out_dir=tmp_path, targets=[])
-    metrics = report.train_models(tasks, INPROCESS)
+    metrics = regulatory_report.train_models(tasks, INPROCESS)
     assert metrics["model"].tolist() == ["all", "replicate_1"] and metrics["seed"].tolist() == [1, 2]
     assert metrics["test_auc"].between(0, 1).all()
 
 
 def test_embedding_clusters_are_by_direction():
     vectors = np.array([[1.0, 0.0], [5.0, 0.2], [0.0, 1.0], [0.1, 7.0]])
-    labels = report.embedding_clusters(vectors, 2)
+    labels = regulatory_report.embedding_clusters(vectors, 2)
     assert labels[0] == labels[1] and labels[2] == labels[3] and labels[0] != labels[2]
-    assert len(set(report.embedding_clusters(vectors, 10))) == 3  # capped at rows − 1
+    assert len(set(regulatory_report.embedding_clusters(vectors, 10))) == 3  # capped at rows − 1
     with pytest.raises(ValueError, match="at least 2"):
-        report.embedding_clusters(vectors[:1], 2)
+        regulatory_report.embedding_clusters(vectors[:1], 2)
 
 
 @pytest.mark.slow  # numba compiles UMAP on first use
 def test_umap_coordinates_are_seeded():
     vectors = np.random.default_rng(0).random((12, 4))
-    first = report.umap_coordinates(vectors, 15, seed=3)
+    first = regulatory_report.umap_coordinates(vectors, 15, seed=3)
     assert first.shape == (12, 2)
-    np.testing.assert_array_equal(first, report.umap_coordinates(vectors, 15, seed=3))
+    np.testing.assert_array_equal(first, regulatory_report.umap_coordinates(vectors, 15, seed=3))
 
 
 def test_embedding_table_recovery_and_summary():
     vectors = np.array([[1.0, 0.0], [5.0, 0.2], [0.0, 1.0], [0.1, 7.0]], dtype=np.float32)
-    table = report.embedding_table(vectors, NODES, np.array([0, -1, 1, -1]), 2)
+    table = regulatory_report.embedding_table(vectors, NODES, np.array([0, -1, 1, -1]), 2)
     assert table.obs.columns.tolist() == ["is_target", "interactome_cluster", "image_cluster", "embedding_cluster"]
     assert table.obs_names.tolist() == ["X", "Y", "Z", "W"] and table.obs["image_cluster"].tolist() == [0, -1, 1, -1]
     assert table.obs["embedding_cluster"].nunique() == 2
-    assert "image_cluster" not in report.embedding_table(vectors, NODES, None, 2).obs
+    assert "image_cluster" not in regulatory_report.embedding_table(vectors, NODES, None, 2).obs
     with pytest.raises(ValueError, match="3 embeddings for 4"):
-        report.embedding_table(vectors[:3], NODES, None, 2)
+        regulatory_report.embedding_table(vectors[:3], NODES, None, 2)
 
     modules = pd.Series([7, 7, 8, 8], index=["X", "Y", "Z", "W"])
-    recovery = report.embedding_cluster_recovery(table, NODES["cluster"], EDGES, modules, seed=0)
+    recovery = regulatory_report.embedding_cluster_recovery(table, NODES["cluster"], EDGES, modules, seed=0)
     assert recovery.index.tolist() == ["interactome clusters", "true modules"]
     assert recovery.columns.tolist() == ["observed", "null_mean", "null_q95", "p_value"]
     assert recovery["observed"].tolist() == pytest.approx([1.0, 1.0])  # the clusters follow both
-    alone = report.embedding_cluster_recovery(table, NODES["cluster"], EDGES)
+    alone = regulatory_report.embedding_cluster_recovery(table, NODES["cluster"], EDGES)
     assert alone.index.tolist() == ["interactome clusters"]
 
-    features = report.NodeFeatures(values=np.zeros((4, 3)), names=["cell:0", "cell:1", "set:s"])
+    features = regulatory_report.NodeFeatures(values=np.zeros((4, 3)), names=["cell:0", "cell:1", "set:s"])
     link = {"test_auc": 0.8, "splits": 2}
-    summary = report.regulatory_summary(4, features, 5, link, recovery)
+    summary = regulatory_report.regulatory_summary(4, features, 5, link, recovery)
     assert summary == {"n_genes": 4, "n_features": 3, "models": 5, "test_auc": 0.8, "splits": 2,
                        "embedding_clusters_nmi": {"interactome clusters": pytest.approx(1.0),
                                                   "true modules": pytest.approx(1.0)}}
@@ -254,8 +254,9 @@ def test_describe_loto_embeddings():
     loto = ad.AnnData(np.zeros((4, 2)), obs=obs.set_axis([f"r{i}" for i in range(4)]))
     task = GaeTask(name="X", kind="loto", folder="", features=np.zeros(1), edges=np.zeros(1), labels=None,
                    params=GaeParams())
-    assert report.describe_loto_embeddings([task], loto) == "2 held-out targets × 2 genes, each from its own LOTO model"
-    assert "learns no image labels" in report.describe_loto_embeddings([], loto)
+    described = regulatory_report.describe_loto_embeddings([task], loto)
+    assert described == "2 held-out targets × 2 genes, each from its own LOTO model"
+    assert "learns no image labels" in regulatory_report.describe_loto_embeddings([], loto)
 
 
 # ---------------------------------------------------------------------------------------------------------------
