@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -107,11 +108,37 @@ def _share_cores(threads: int) -> None:
         os.environ.setdefault(variable, str(threads))
 
 
+def die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux ``PR_SET_PDEATHSIG``; elsewhere nothing).
+
+    A pool worker whose parent (a stage's kernel) is killed then stops at once instead of finishing its task
+    and writing artifacts nobody waits for.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl: the worker ends when its task ends, as before
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker_init(threads: int) -> None:
+    """Pool-worker initializer: share the cores (:func:`_share_cores`) and die with the parent."""
+    _share_cores(threads)
+    die_with_parent()
+
+
 def _pool(function: Callable[[Any], Any], tasks: Sequence[Any], workers: int) -> Iterator[tuple[int, Any]]:
     # spawn: workers start clean, so no lock held by a thread of this process is inherited
     context = multiprocessing.get_context("spawn")
     threads = max(1, default_workers() // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_share_cores,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
                              initargs=(threads,)) as pool:
         futures = {pool.submit(function, task): index for index, task in enumerate(tasks)}
         try:

@@ -6,15 +6,22 @@ source of truth) with papermill, once per fold for the per-fold stages, into
 
 Each task (a stage, or one fold of a per-fold stage) has a JSON manifest under
 ``runs/<dataset>/.manifests/`` holding its *key*: a hash of the notebook, the stage's params, the
-package source and the keys of the tasks it reads. A task is skipped when its manifest is complete,
-its key is current and every recorded output still has its recorded size. Otherwise it runs, and
-the tasks reading it see a changed input key and run as well. A run that is killed leaves its
-manifest ``started``; the next run redoes the task and, if the key is unchanged, keeps the files it
-had written so the notebook can resume. A derived stage whose key changed starts from an empty
-folder, so stale artifacts never survive; the raw data folder is never deleted.
+package source and the keys *and output contents* of the tasks it reads. A task is skipped when its
+manifest is complete, its key is current and every recorded output still has its recorded content
+(:mod:`image2reg.outputs`: size, mtime and sha256). Otherwise it runs, and the tasks reading it run
+when its outputs changed. A derived stage that runs for a new key (or ``--force``) starts from an empty
+folder while the last good outputs wait aside; they come back if the run fails or is stopped, and go
+only when the new run completes. A run that is stopped keeps its partial work, resumed by the next run
+of the same key. The raw data folder is never deleted.
 
-Why one module of ~500 lines: the command line, the task keys and manifests, and the run loop with its
-kill handling are one state machine; every part reads and writes the same manifest records.
+One runbook per dataset: a second one is refused, naming the first's PID (:mod:`image2reg.lock`). A
+stopped run (Ctrl-C, SIGTERM) ends the stage's kernel and every process it started (pool workers, the
+resource tracker, local Dask workers) before it exits; after a SIGKILL the kernel notices its parent is
+gone and exits, and pool workers die with it.
+
+Why one module of ~600 lines: the command line, the task keys and manifests, and the run loop with its
+kill handling are one state machine; every part reads and writes the same manifest records (the content
+records and the swapped folders live in :mod:`image2reg.outputs`, the lock in :mod:`image2reg.lock`).
 """
 
 from __future__ import annotations
@@ -22,13 +29,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
-import shutil
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +51,8 @@ from traitlets import CaselessStrEnum
 import image2reg
 from image2reg.config import ParamsError, load_params, params_path_for
 from image2reg.layout import RunLayout, find_project_root, write_text_atomic
+from image2reg.lock import FolderLock, LockHeldError
+from image2reg.outputs import TaskFolder, check_outputs, record_outputs
 from image2reg.reports import write_index
 from image2reg.stages import STAGES, Stage, task_label
 
@@ -221,14 +231,29 @@ class Runbook:
             manifest = _read_manifest(self.layout.manifest(task.stage, task.fold))
             if task.stage not in selected:
                 complete = manifest is not None and manifest["status"] == "complete"
-                effective[task] = manifest["key"] if complete else "incomplete"
+                effective[task] = self._content_key(manifest["key"], manifest) if complete else "incomplete"
                 continue
             components = self._components(task, effective)
             key = _hash_json(components)
-            effective[task] = key
             reason = self._stale_reason(manifest, key, components)
-            planned.append(PlannedTask(task, key, components, manifest, reason, runs=force or reason is not None))
+            runs = force or reason is not None
+            # a task that runs has no outputs yet: its readers are planned as stale, and planned again once it ran
+            effective[task] = _hash_json([key, "runs"]) if runs else self._content_key(key, manifest)
+            planned.append(PlannedTask(task, key, components, manifest, reason, runs=runs))
         return planned
+
+    def _content_key(self, key: str, manifest: dict[str, Any], layout: RunLayout | None = None) -> str:
+        """A finished task's key combined with the current content of its outputs (as its readers see it)."""
+        return _hash_json([key, self._check(manifest, layout)[1]])
+
+    def _check(self, manifest: dict[str, Any], layout: RunLayout | None = None) -> tuple[str | None, str | None]:
+        """:func:`image2reg.outputs.check_outputs` of a manifest's outputs, once per manifest version and run."""
+        root = (layout or self.layout).root
+        cache = self.__dict__.setdefault("_checks", {})
+        token = (str(root), manifest["task"], manifest.get("finished_at"), manifest["key"])
+        if token not in cache:
+            cache[token] = check_outputs(manifest["outputs"], root)
+        return cache[token]
 
     def _components(self, task: Task, effective: dict[Task, str]) -> dict[str, Any]:
         notebook = self.notebook(task.stage)
@@ -246,7 +271,8 @@ class Runbook:
             if stage.name in borrowed:  # another dataset's finished stage: its recorded key
                 manifest = _read_manifest(reference.manifest(stage))
                 complete = manifest is not None and manifest["status"] == "complete"
-                inputs[f"{reference.dataset}:{stage.id}"] = manifest["key"] if complete else "incomplete"
+                inputs[f"{reference.dataset}:{stage.id}"] = (self._content_key(manifest["key"], manifest, reference)
+                                                            if complete else "incomplete")
         return {
             "notebook": hashlib.sha256(notebook.read_bytes()).hexdigest(),
             "params": self.params.fingerprint(task.stage.name, task.fold),
@@ -270,19 +296,15 @@ class Runbook:
             return f"interrupted (started {manifest['started_at']}, not finished)"
         if manifest["key"] != key:
             return _changes(manifest.get("components", {}), components)
-        for relative, size in manifest["outputs"].items():
-            path = self.layout.root / relative
-            if not path.is_file():
-                return f"outputs missing: {relative}"
-            if path.stat().st_size != size:
-                return f"outputs changed: {relative} ({size} -> {path.stat().st_size} bytes)"
-        return None
+        return self._check(manifest)[0]
 
     # ----------------------------------------------------------------------------------------
     # Executing
     # ----------------------------------------------------------------------------------------
-    def run(self, planned: Sequence[PlannedTask]) -> int:
+    def run(self, planned: Sequence[PlannedTask], force: bool = False) -> int:
         """Execute the tasks that are not up to date, in order; stop at the first failure.
+
+        ``force`` (``--force``): every planned task recomputes from an empty folder, reusing nothing.
 
         Returns
         -------
@@ -291,7 +313,12 @@ class Runbook:
         """
         began = time.monotonic()
         counts = {"ran": 0, "skipped": 0, "failed": 0}
+        selected = list(dict.fromkeys(item.task.stage for item in planned))
+        forced = {item.task for item in planned} if force else set()
         for index, item in enumerate(planned, 1):
+            if index > 1:  # the tasks before may have changed their outputs: plan this one again
+                item = next(again for again in self.plan(selected) if again.task == item.task)
+                item = replace(item, runs=item.runs or item.task in forced)
             prefix = f"[{index}/{len(planned)}] {item.task.label} ..."
             if not item.runs:
                 print(f"{prefix} skipped (up to date)", flush=True)
@@ -300,7 +327,7 @@ class Runbook:
             print(f"{prefix} running ({item.reason or 'forced'})", flush=True)
             task_began = time.monotonic()
             try:
-                self.execute(item)
+                self.execute(item, force=item.task in forced)
             except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - every failure is reported
                 counts["failed"] += 1
                 print(f"{prefix} FAILED after {time.monotonic() - task_began:.1f} s", flush=True)
@@ -320,14 +347,17 @@ class Runbook:
         print(f"index of the reports: {path}", flush=True)
         return path
 
-    def execute(self, item: PlannedTask) -> None:
-        """Run one task's notebook, recording it as started first and complete after success."""
+    def execute(self, item: PlannedTask, force: bool = False) -> None:
+        """Run one task's notebook, recording it as started first and complete after success.
+
+        A derived stage runs in a folder of its own work (:class:`image2reg.outputs.TaskFolder`): the last
+        good outputs wait aside and come back, with their manifest, if the run fails or is stopped.
+        """
         stage, fold = item.task.stage, item.task.fold
         out_dir = self.layout.stage_dir(stage, fold)
-        # A killed run with the same key keeps its partial work so the notebook can resume it.
-        if stage.derived and (item.manifest is None or item.manifest["key"] != item.key) and out_dir.exists():
-            print(f"  clearing {out_dir}: its artifacts were made from other inputs", flush=True)
-            shutil.rmtree(out_dir)
+        folder = TaskFolder(out_dir, self.layout.root, item.task.name) if stage.derived else None
+        if folder is not None:
+            print(f"  {folder.prepare(item.key, item.manifest, force)}", flush=True)
         report = self.layout.report(stage, fold)
         report.with_suffix(".html").unlink(missing_ok=True)
         record = {
@@ -338,12 +368,23 @@ class Runbook:
         manifest_path = self.layout.manifest(stage, fold)
         _write_manifest(manifest_path, record)
         began = time.monotonic()
-        self._papermill(item.task, report)
+        try:
+            self._papermill(item.task, report)
+        except BaseException:
+            restored = folder.rollback(item.key) if folder is not None else None
+            if restored is not None:
+                _write_manifest(manifest_path, restored)
+                print(f"  the last good outputs of {item.task.name} are back in place; this run's work is kept "
+                      f"for a rerun with the same inputs", file=sys.stderr, flush=True)
+            raise
         if self.html:
             _write_html(report, self.show_code)
+        previous = item.manifest["outputs"] if item.manifest and not stage.derived else None
         record.update(status="complete", finished_at=_now(), duration_s=round(time.monotonic() - began, 1),
-                      outputs=self._outputs(out_dir))
+                      outputs=record_outputs(out_dir, self.layout.root, previous))
         _write_manifest(manifest_path, record)
+        if folder is not None:
+            folder.commit()
 
     def _papermill(self, task: Task, report: Path) -> None:
         parameters = {
@@ -360,22 +401,15 @@ class Runbook:
             # papermill saves the output after every cell, so a failure leaves the partial report.
             # The kernel runs in its own session, out of reach of Ctrl-C; nbclient's SIGINT handler
             # shuts it down, and only an immediate shutdown stops the running cell (KeyboardInterrupt).
-            papermill.execute_notebook(
-                str(source), str(report), parameters=parameters, kernel_name="python3", language="python",
-                cwd=str(self.root), progress_bar=True, log_output=False, shutdown_kernel="immediate",
-                coalesce_streams=True,  # a progress bar's updates become its final line, not hundreds
-                kernel_manager_class=IpcKernelManager,
-            )
-
-    def _outputs(self, folder: Path) -> dict[str, int]:
-        """Size of every regular, non-hidden file under ``folder``, keyed by path relative to ``layout.root``."""
-        if not folder.is_dir():
-            return {}
-        return {
-            path.relative_to(self.layout.root).as_posix(): path.stat().st_size
-            for path in sorted(folder.rglob("*"))
-            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        }
+            try:
+                papermill.execute_notebook(
+                    str(source), str(report), parameters=parameters, kernel_name="python3", language="python",
+                    cwd=str(self.root), progress_bar=True, log_output=False, shutdown_kernel="immediate",
+                    coalesce_streams=True,  # a progress bar's updates become its final line, not hundreds
+                    kernel_manager_class=IpcKernelManager,
+                )
+            finally:  # no worker of the stage outlives it, whether it finished, failed or was stopped
+                end_kernel_groups()
 
     def _failure_report(self, task: Task, error: BaseException) -> str:
         name = getattr(error, "ename", type(error).__name__)
@@ -438,11 +472,50 @@ def _last_run(manifest: dict[str, Any] | None) -> str:
     return f"{manifest['finished_at']} ({manifest['duration_s']} s)"
 
 
+#: Process groups of the kernels this process started (a kernel runs in its own session, so its group holds
+#: the kernel and every process it started: pool workers, the resource tracker, local Dask workers).
+_KERNEL_GROUPS: set[int] = set()
+
+
 class IpcKernelManager(AsyncKernelManager):
     """A kernel reached over local IPC sockets instead of TCP: no port is opened, and the kernel has no
-    "running over TCP without encryption" warning to print into every stage's output."""
+    "running over TCP without encryption" warning to print into every stage's output. Its process group is
+    recorded so that :func:`end_kernel_groups` can end whatever the kernel left behind."""
 
     transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+        group = getattr(self.provisioner, "pgid", None)
+        if group and group != os.getpgid(0):
+            _KERNEL_GROUPS.add(group)
+
+
+def end_kernel_groups(grace_s: float = 3.0) -> None:
+    """End every process left in the kernels' process groups: SIGTERM, then SIGKILL after ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = set()
+        for group in _KERNEL_GROUPS:
+            try:
+                os.killpg(group, sig)
+                alive.add(group)
+            except (ProcessLookupError, PermissionError):
+                pass
+        _KERNEL_GROUPS.intersection_update(alive)
+        deadline = time.monotonic() + grace_s
+        while _KERNEL_GROUPS and sig == signal.SIGTERM and time.monotonic() < deadline:
+            time.sleep(0.1)
+            for group in list(_KERNEL_GROUPS):
+                try:
+                    os.killpg(group, 0)
+                except (ProcessLookupError, PermissionError):
+                    _KERNEL_GROUPS.discard(group)
+    _KERNEL_GROUPS.clear()
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM stops a run the way Ctrl-C does: the stage is interrupted and everything it started ends."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 #: Wide tables scroll sideways instead of being cut, in the HTML copies of the reports.
@@ -465,7 +538,9 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--params", type=Path, help="run this params file")
     parser.add_argument("--stages", nargs="+", metavar="STAGE", help="only these stages (id, number or name)")
     parser.add_argument("--from", dest="start", metavar="STAGE", help="this stage and the later ones")
-    parser.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
+    parser.add_argument("--force", action="store_true",
+                        help="recompute the selected stages from scratch, even if up to date (no finished shard or "
+                             "model is reused; the last outputs stay in place until the new ones are complete)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--list", action="store_true", help="print every task with its state and exit")
     mode.add_argument("--dry-run", action="store_true", help="print what would run and why; run nothing")
@@ -499,14 +574,28 @@ def main(argv: list[str] | None = None, *, root: str | Path | None = None,
         layout = RunLayout(params.dataset, (args.runs_dir or root / "runs").resolve(),
                            (args.reports_dir or root / "reports").resolve())
         runbook = Runbook(root, params, layout, stages, html=not args.no_html, show_code=args.show_code)
-        planned = runbook.plan(runbook.select(args.stages, args.start), force=args.force)
-    except (ParamsError, RunbookError, FileNotFoundError) as error:
+        selected = runbook.select(args.stages, args.start)
+        if args.list or args.dry_run:
+            planned = runbook.plan(selected, force=args.force)
+            (runbook.print_list if args.list else runbook.print_dry_run)(planned)
+            return 0
+        lock = FolderLock(layout.root, what=f"runbook.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+        lock.acquire()
+    except (ParamsError, RunbookError, FileNotFoundError, LockHeldError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.list:
-        runbook.print_list(planned)
-        return 0
-    if args.dry_run:
-        runbook.print_dry_run(planned)
-        return 0
-    return runbook.run(planned)
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (a test): SIGTERM keeps its default
+        previous = None
+    try:
+        try:
+            planned = runbook.plan(selected, force=args.force)
+        except RunbookError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return runbook.run(planned, force=args.force)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        lock.release()

@@ -79,7 +79,7 @@ def test_no_artifact_file_name_is_spelled_outside_the_layout():
 
 
 # The layers, bottom to top: a module may import its own layer and the ones below it.
-BOTTOM = {"stages", "layout", "lock", "execute", "devices", "config"}
+BOTTOM = {"stages", "layout", "lock", "outputs", "execute", "devices", "config"}
 DOMAIN = {"data", "images", "profiling", "cnn", "network", "translation", "plotting"}
 TOP = {"notebook", "predict", "reports", "results", "runbook", "__main__"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import nbformat
 import pytest
 
 from image2reg.layout import RunLayout
+from image2reg.outputs import recorded_digest
 from image2reg.runbook import Runbook, RunbookError
 from image2reg.stages import STAGES, Stage
 
@@ -166,8 +168,10 @@ def test_first_run_executes_the_data_stage(smoke_run):
     record = manifest(workdir)
     assert record["status"] == "complete" and record["finished_at"]
     assert record["outputs"] and all(name.startswith("raw/") for name in record["outputs"])
-    for name, size in record["outputs"].items():
-        assert (workdir / "runs" / "smoke" / name).stat().st_size == size
+    for name, (size, mtime, digest) in record["outputs"].items():
+        path = workdir / "runs" / "smoke" / name
+        assert path.stat().st_size == size and path.stat().st_mtime_ns == mtime
+        assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
     injected = [cell.source for cell in nbformat.read(report, as_version=4).cells
                 if "injected-parameters" in cell.metadata.get("tags", [])]
     assert str((workdir / "runs").resolve()) in injected[0] and "fold = None" in injected[0]
@@ -220,9 +224,12 @@ def fake_copy(fake_run, tmp_path) -> Path:
     return Path(shutil.copytree(fake_run, tmp_path / "project"))
 
 
-def test_manifest_records_visible_outputs_with_their_sizes(fake_run):
+def test_manifest_records_visible_outputs_with_their_contents(fake_run):
     record = manifest(fake_run)
-    assert record["outputs"] == {"raw/result.txt": len("made with fold=None")}
+    text = b"made with fold=None"
+    assert list(record["outputs"]) == ["raw/result.txt"]
+    size, _, digest = record["outputs"]["raw/result.txt"]
+    assert size == len(text) and digest == hashlib.sha256(text).hexdigest()
     assert record["task"] == "00_data" and record["fold"] is None and record["duration_s"] >= 0
     assert executions(fake_run) == ["raw fold=None"]
 
@@ -278,6 +285,16 @@ def test_output_of_another_size_is_stale(fake_copy, run_cli, capsys):
         output.write(" and edited by hand")
     assert run_cli(fake_copy, "--dry-run") == 0
     assert "run   00_data  outputs changed: raw/result.txt" in capsys.readouterr().out
+
+
+def test_an_edit_of_the_same_size_is_noticed_and_a_touch_is_not(fake_copy, run_cli, capsys):
+    output = fake_copy / "runs" / "smoke" / "raw" / "result.txt"
+    os.utime(output, ns=(output.stat().st_atime_ns, output.stat().st_mtime_ns + 10**9))  # touched, same bytes
+    assert run_cli(fake_copy, "--dry-run") == 0
+    assert "skip  00_data  up to date" in capsys.readouterr().out
+    output.write_text(output.read_text().upper())  # same size, other content
+    assert run_cli(fake_copy, "--dry-run") == 0
+    assert "run   00_data  outputs changed: raw/result.txt (same size, other content)" in capsys.readouterr().out
 
 
 def test_dry_run_runs_nothing(make_project, run_cli, capsys):
@@ -403,6 +420,12 @@ def test_derived_stage_with_a_new_key_starts_from_an_empty_folder(make_project, 
 # --------------------------------------------------------------------------------------------
 # Per-fold stages and dependencies
 # --------------------------------------------------------------------------------------------
+def content_key(record: dict) -> str:
+    """What a reader's key holds of a finished task: its key and the digest of its outputs' contents."""
+    digest = recorded_digest(record["outputs"])
+    return hashlib.sha256(json.dumps([record["key"], digest], sort_keys=True).encode()).hexdigest()
+
+
 def test_per_fold_stage_runs_once_per_fold_and_follows_its_inputs(make_project):
     root = make_project({stage.id: recording_notebook("raw" if stage.name == "data" else stage.id)
                          for stage in PER_FOLD_STAGES})
@@ -414,7 +437,8 @@ def test_per_fold_stage_runs_once_per_fold_and_follows_its_inputs(make_project):
     assert reports == ["00_data.ipynb", "01_folds__fold-0.ipynb", "01_folds__fold-1.ipynb", "02_summary.ipynb"]
     assert executions(root) == ["raw fold=None", "01_folds fold=0", "01_folds fold=1", "02_summary fold=None"]
     fold_1 = manifest(root, "01_folds__fold-1")
-    assert fold_1["outputs"] == {"01_folds/fold-1/result.txt": len("made with fold=1")}
+    assert list(fold_1["outputs"]) == ["01_folds/fold-1/result.txt"]
+    assert fold_1["outputs"]["01_folds/fold-1/result.txt"][0] == len("made with fold=1")
     assert list(fold_1["components"]["inputs"]) == ["00_data"]
     assert sorted(manifest(root, "02_summary")["components"]["inputs"]) == ["01_folds__fold-0", "01_folds__fold-1"]
     assert set(task_states(runbook).values()) == {"up to date"}
@@ -445,9 +469,9 @@ def test_a_stage_follows_the_key_of_its_reference_datasets_stage(make_project):
     runbook = make_runbook(root, params, REFERENCE_STAGES)
     assert runbook.run(runbook.plan(runbook.select())) == 0
 
-    recorded = json.loads((root / "runs" / "ref" / ".manifests" / "01_regulatory.json").read_text())["key"]
+    recorded = json.loads((root / "runs" / "ref" / ".manifests" / "01_regulatory.json").read_text())
     inputs = manifest(root, "02_validation")["components"]["inputs"]
-    assert inputs == {"00_data": manifest(root)["key"], "ref:01_regulatory": recorded}
+    assert inputs == {"00_data": content_key(manifest(root)), "ref:01_regulatory": content_key(recorded)}
     assert set(task_states(runbook).values()) == {"up to date"}
 
     reference_params.stages["regulatory"] = {"epochs": 2}  # the reference redoes its stage 01

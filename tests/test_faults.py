@@ -1,0 +1,148 @@
+"""Faults leave nothing stale and lose nothing: stopped runs, failed reruns, --force, two runs at once.
+
+Each test drives the runbook CLI on a tiny fake project (tests/conftest.py ``make_project``) whose one stage is
+written to show the fault: a pool of workers that keep writing, a stage paused on a ``hold`` file, a failing
+rerun. The real stages go through the same runbook paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from test_runbook import DERIVED_DATA, DRIVER, RESUMABLE, manifest, wait_until
+
+# A stage whose process pool keeps writing files: the kernel records its process group first.
+WORKERS = """
+import os, sys
+sys.path.insert(0, os.getcwd())
+from image2reg.execute import ExecutionParams, map_tasks
+from slow_work import write_slowly
+out = Path(runs_dir) / dataset / "00_data"
+out.mkdir(parents=True, exist_ok=True)
+(out / "group.txt").write_text(str(os.getpgid(0)))
+for _ in map_tasks(write_slowly, [(str(out), i) for i in range(2)], ExecutionParams(backend="processes", workers=2),
+                   progress_bar=False):
+    pass
+"""
+
+SLOW_WORK = """
+import time
+from pathlib import Path
+
+
+def write_slowly(task):
+    folder, index = task
+    for step in range(600):
+        Path(folder, f"w{index}-{step}.txt").write_text("x")
+        time.sleep(0.05)
+    return index
+"""
+
+
+def _start(root: Path, cli_args) -> subprocess.Popen:
+    (root / "drive.py").write_text(DRIVER)
+    (root / "slow_work.py").write_text(SLOW_WORK)
+    return subprocess.Popen([sys.executable, str(root / "drive.py"), *cli_args(root)], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _group_gone(group: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _written(folder: Path) -> int:
+    return len(list(folder.glob("w*.txt")))
+
+
+@pytest.mark.slow  # starts a kernel and a process pool, then waits for them to end
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_a_stopped_run_ends_its_kernel_and_workers_and_nothing_writes_after(make_project, cli_args, sig):
+    root = make_project({"00_data": WORKERS})
+    out = root / "runs" / "smoke" / "00_data"
+    temp_before = set(Path(tempfile.gettempdir()).glob("image2reg-*"))
+    process = _start(root, cli_args)
+    try:
+        wait_until(lambda: _written(out) >= 4, process)
+        group = int((out / "group.txt").read_text())
+        os.kill(process.pid, sig)
+        process.wait(timeout=30)
+        assert _group_gone(group, timeout=10), "processes of the stage's kernel are still alive 10 s after"
+        count = _written(out)
+        time.sleep(1.0)
+        assert _written(out) == count, "a worker went on writing after the run was stopped"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    if sig != signal.SIGKILL:
+        assert process.returncode == 130
+        assert set(Path(tempfile.gettempdir()).glob("image2reg-*")) <= temp_before  # its temp folder is gone
+    assert manifest(root)["status"] == "started"
+
+
+@pytest.mark.slow  # two runbooks with kernels
+def test_a_second_run_of_the_same_dataset_is_refused_naming_the_first(make_project, cli_args, run_cli, capsys):
+    root = make_project({"00_data": RESUMABLE})
+    (root / "hold").touch()
+    process = _start(root, cli_args)
+    try:
+        wait_until(lambda: (root / "runs" / "smoke" / "00_data" / "resumed.txt").is_file(), process)
+        assert run_cli(root, stages=DERIVED_DATA) == 2
+        assert f"in use by PID {process.pid}" in capsys.readouterr().err
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    (root / "hold").unlink()
+    assert run_cli(root, stages=DERIVED_DATA) == 0  # the dead run's lock is taken over
+    assert "taking over its lock" in capsys.readouterr().err
+
+
+def test_a_failed_rerun_puts_the_last_good_outputs_back(make_project, run_cli, capsys):
+    root = make_project({"00_data": RESUMABLE})
+    assert run_cli(root, stages=DERIVED_DATA) == 0
+    out = root / "runs" / "smoke" / "00_data"
+    good = manifest(root)
+    notebook = root / "notebooks" / "00_data.py"
+    notebook.write_text(notebook.read_text() + '\n# %%\nraise ValueError("a broken input")\n')
+    assert run_cli(root, stages=DERIVED_DATA) == 1
+    assert "the last good outputs of 00_data are back in place" in capsys.readouterr().err
+    assert (out / "done.txt").read_text() == "done" and (out / "resumed.txt").read_text() == "False"
+    assert manifest(root) == good  # the record of the last good run, not the failed one
+    partial = root / "runs" / "smoke" / ".partial" / "00_data"
+    assert (partial / "done.txt").is_file()  # the failed run's work waits for a rerun with the same key
+    assert run_cli(root, "--list", stages=DERIVED_DATA) == 0
+    assert "stale: notebook changed" in capsys.readouterr().out
+
+
+def test_force_recomputes_from_an_empty_folder(make_project, run_cli):
+    root = make_project({"00_data": RESUMABLE})
+    assert run_cli(root, stages=DERIVED_DATA) == 0
+    out = root / "runs" / "smoke" / "00_data"
+    (out / "extra.txt").write_text("left by the last run")
+    assert run_cli(root, "--force", stages=DERIVED_DATA) == 0
+    assert (out / "resumed.txt").read_text() == "False"  # part 1 was not reused
+    assert not (out / "extra.txt").exists()
+    assert not (root / "runs" / "smoke" / ".previous" / "00_data").exists()
+    assert json.loads((root / "runs" / "smoke" / ".manifests" / "00_data.json").read_text())["status"] == "complete"
+
+
+def test_force_is_explained_in_the_help(capsys):
+    from image2reg.runbook import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "from scratch" in capsys.readouterr().out
