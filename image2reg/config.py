@@ -244,6 +244,11 @@ class ImagesStageParams(StrictModel):
     filters: NucleusFilterParams
     crop_size: int = Field(ge=16)
     shard_size: int = Field(ge=1, description="fields per resumable unit of work")
+    max_bad_fraction: float = Field(
+        default=0.05, ge=0, le=1,
+        description="share of the fields that may be bad (missing, unreadable, truncated, of another shape than "
+                    "their plate's fields): each is named in the log, images.parquet's error column and the report, "
+                    "and skipped; more stops the stage, naming the files. 0: any bad file stops it; 1: never")
     execution: ExecutionParams
 
 

@@ -40,6 +40,7 @@ from image2reg.data.cellpainting import read_image_table
 from image2reg.images import store
 from image2reg.images.pipeline import field_inputs, preprocess_images
 from image2reg.images.report import (
+    bad_fields,
     field_counts,
     flagged_fields,
     flags_against_truth,
@@ -77,6 +78,20 @@ qc = pd.read_parquet(ctx.layout.artifact("images", "images"))
 plotting.qc_overview(qc)
 plt.show()
 display(flagged_fields(qc, n=20))
+
+# %% [markdown]
+# ## Bad files
+#
+# Fields that could not be read (missing, truncated, corrupt), whose shape differs from the other fields
+# of their plate, or that failed later. Each was named in the log and skipped, by every step that reads
+# fields; more than `max_bad_fraction` of them would have stopped the stage, naming the files.
+
+# %%
+bad = bad_fields(qc)
+print(f"{len(bad)} of {len(qc)} fields skipped as bad (the stage stops above a share of "
+      f"{params.max_bad_fraction:g})")
+if len(bad):
+    display(bad)
 
 # %% [markdown]
 # Where the truth is known (the synthetic world), the flags are compared with it.

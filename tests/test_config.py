@@ -67,6 +67,16 @@ def test_wrong_type_and_out_of_range_values(tmp_path):
         load_params(path)
 
 
+def test_max_bad_fraction_of_the_images_stage_defaults_to_five_percent_and_is_a_share(tmp_path):
+    assert load_params(ROOT / "params" / "demo.yml").stage("images").max_bad_fraction == 0.05
+    path = demo_with(tmp_path, "    shard_size: 16\n", "    shard_size: 16\n    max_bad_fraction: 0.2\n")
+    assert load_params(path).stage("images").max_bad_fraction == 0.2
+    path = demo_with(tmp_path, "    shard_size: 16\n", "    shard_size: 16\n    max_bad_fraction: 1.5\n")
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert f"line {line_of(path, 'max_bad_fraction')}: stages.images.max_bad_fraction" in str(error.value)
+
+
 def test_duplicate_key_and_bad_yaml(tmp_path):
     with pytest.raises(ParamsError, match=r"line 3: key 'seed' is given twice \(first on line 2\)"):
         load_params(write(tmp_path, "dataset: x\nseed: 1\nseed: 2\n"))

@@ -7,6 +7,7 @@ the module structure of the single-cell expression (:func:`module_correlation`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import anndata as ad
@@ -14,8 +15,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from image2reg.images.io import read_field
+from image2reg.images.io import ImageReadError, read_field
 from image2reg.layout import RawLayout
+
+logger = logging.getLogger("image2reg")
 
 
 def montage_conditions(genes: pd.DataFrame, control: str,
@@ -46,7 +49,11 @@ def montage_fields(raw: RawLayout, metadata: pd.DataFrame, conditions: list[tupl
         picks = rows.iloc[rng.permutation(len(rows))[:n_fields]]
         images = []
         for plate, name in picks[["Image_Metadata_Plate", "Image_FileName_OrigHoechst"]].itertuples(index=False):
-            image = read_field(raw.images / str(plate) / name)
+            try:
+                image = read_field(raw.images / str(plate) / name)
+            except ImageReadError as error:  # a bad field is left out here; stage 01 names and counts it
+                logger.warning("montage: %s", error)
+                continue
             top = (image.shape[0] - crop) // 2
             images.append(image[top:top + crop, top:top + crop])
         panels.append(images)

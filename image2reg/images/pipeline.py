@@ -2,8 +2,14 @@
 
 One pass over every field, spread over workers in shards of a few fields (see
 :mod:`image2reg.execute`); each shard's results are written as soon as it finishes, so a killed run
-resumes without redoing finished shards, and a corrupt or missing image is recorded and skipped
-without stopping the run. Illumination functions are estimated per plate first. Per-plate QC flags
+resumes without redoing finished shards. Illumination functions are estimated per plate first.
+
+Bad fields follow one policy in every step that reads them (the illumination estimate, QC,
+segmentation and crops, and so stage 08 and ``predict``, which run this pipeline): a missing,
+truncated, corrupt or wrong-shape file (another shape than its plate's, :func:`plate_field_shapes`)
+is named once in the log, recorded with its reason (which names the file) in the ``error`` column of
+``images.parquet`` and skipped; when more than ``max_bad_fraction`` of the fields are bad the stage
+stops with an error listing them (:func:`image2reg.images.io.check_bad_fields`). Per-plate QC flags
 need every field's measures, so they are set after the pass; nuclei of flagged fields stay in the
 tables, marked ``QC_pass = False``, so the report can show what was flagged.
 
@@ -14,9 +20,11 @@ row per field: QC measures, flags, counts, errors) and ``illumination/<plate>.ti
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +37,7 @@ from image2reg.data.cellpainting import read_image_table
 from image2reg.execute import map_tasks
 from image2reg.images import store
 from image2reg.images.illumination import correct_illumination, estimate_illumination, read_illumination_function
-from image2reg.images.io import read_field
+from image2reg.images.io import ImageReadError, check_bad_fields, field_shape, read_field
 from image2reg.images.nuclei import crop_nuclei, filter_nuclei, measure_nuclei
 from image2reg.images.qc import field_qc, flag_fields, outlier_fields
 from image2reg.images.segmentation import make_segmenter, match_labels
@@ -41,6 +49,8 @@ logger = logging.getLogger("image2reg")
 FIELD_COLUMNS = ("Metadata_Plate", "Metadata_Well", "Metadata_Site", "image_path")
 TABLES = ("nuclei", "nuclei_dropped", "images")
 TOO_LARGE = "larger_than_crop"
+#: Fields per plate whose TIFF headers decide the plate's field shape (:func:`plate_field_shapes`).
+SHAPE_PROBES = 9
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,8 @@ class ShardTask:
     illumination: str | None
     params: ImagesStageParams
     out_dir: str
+    shape: tuple[int, int] | None = None  #: the plate's field shape; a field of another shape is bad
+    known_errors: dict[str, str] = dataclasses.field(default_factory=dict)  #: fields found bad already (path -> error)
 
 
 def field_inputs(images: pd.DataFrame, raw: RawLayout, supplied_masks: bool) -> pd.DataFrame:
@@ -85,14 +97,79 @@ def illumination_path(out_dir: Path, plate: str) -> Path:
     return Path(out_dir) / artifact_name("images", "illumination") / f"{plate}.tif"
 
 
-def _estimate_plate(task: tuple[str, list[str], str, ImagesStageParams]) -> str:
-    plate, paths, target, params = task
-    images = (read_field(path) for path in paths)
-    function = estimate_illumination(images, smoothing_sigma=params.illumination.smoothing_sigma,
-                                     downsample=params.illumination.downsample)
+def field_error(path: str | Path, error: BaseException) -> str:
+    """The ``error`` entry of a bad field: the exception's type and message, which always names the file."""
+    message = str(error)
+    if str(path) not in message:
+        message = f"{path}: {message}"
+    return f"{type(error).__name__}: {message}"
+
+
+def plate_field_shapes(fields: pd.DataFrame, probes: int = SHAPE_PROBES) -> dict[str, tuple[int, int] | None]:
+    """Each plate's field shape: the most common 2-D shape in the headers of a few of its fields.
+
+    Every field of a plate comes from one camera, so a field of another shape is a wrong file; it is
+    bad whatever the illumination method. Only headers are read (no pixels), ``probes`` fields
+    evenly spread over each plate; unreadable headers are passed over.
+
+    Parameters
+    ----------
+    fields
+        The field table (``Metadata_Plate``, ``image_path``).
+    probes
+        Fields per plate whose headers are read.
+
+    Returns
+    -------
+    dict
+        Plate -> (height, width), or None when no probed header holds a 2-D field (no shape is then
+        required).
+    """
+    shapes: dict[str, tuple[int, int] | None] = {}
+    for plate, group in fields.groupby(fields["Metadata_Plate"].astype(str), sort=True):
+        paths = group["image_path"].to_numpy()
+        picks = np.unique(np.linspace(0, len(paths) - 1, min(probes, len(paths))).round().astype(int))
+        seen: Counter[tuple[int, ...]] = Counter()
+        for path in paths[picks]:
+            try:
+                shape = field_shape(path)
+            except ImageReadError:
+                continue
+            if len(shape) == 2:
+                seen[shape] += 1
+        shapes[plate] = seen.most_common(1)[0][0] if seen else None
+    return shapes
+
+
+def _estimate_plate(task: tuple[str, list[str], str, ImagesStageParams, tuple[int, int] | None]
+                    ) -> tuple[str, bool, dict[str, str]]:
+    """Estimate one plate's function from its readable sampled fields and save it.
+
+    Returns the plate, whether a function was written (not when no sampled field is readable) and the
+    bad sampled fields (path -> :func:`field_error`).
+    """
+    plate, paths, target, params, shape = task
+    bad: dict[str, str] = {}
+    try:
+        function = estimate_illumination(_readable_fields(paths, shape, bad),
+                                         smoothing_sigma=params.illumination.smoothing_sigma,
+                                         downsample=params.illumination.downsample)
+    except ValueError:
+        if len(bad) == len(paths):  # no field to estimate from
+            return plate, False, bad
+        raise
     with atomic_path(target) as tmp:
         tifffile.imwrite(tmp, function.astype(np.float32))
-    return plate
+    return plate, True, bad
+
+
+def _readable_fields(paths: list[str], shape: tuple[int, int] | None, bad: dict[str, str]) -> Iterator[np.ndarray]:
+    """The fields of ``paths`` that can be read with ``shape``; the others are entered in ``bad``."""
+    for path in paths:
+        try:
+            yield read_field(path, shape=shape)
+        except ImageReadError as error:
+            bad[path] = field_error(path, error)
 
 
 def prepare_illumination(fields: pd.DataFrame, out_dir: Path, params: ImagesStageParams,
@@ -102,12 +179,45 @@ def prepare_illumination(fields: pd.DataFrame, out_dir: Path, params: ImagesStag
     With method ``published`` a plate uses the function its image table names (``illumination_path``,
     as the Gallery's LoadData tables give it); a plate without one, or whose file is missing, falls
     back to a function estimated from its own fields, with a warning naming the plates. Estimated
-    functions are saved under ``out_dir/illumination/`` and reused by a rerun.
+    functions are saved under ``out_dir/illumination/`` and reused by a rerun. Bad sampled fields are
+    named in the log and left out of the estimate (:func:`estimate_plate_illumination`).
+    """
+    return estimate_plate_illumination(fields, out_dir, params, progress_bar=progress_bar)[0]
+
+
+def estimate_plate_illumination(fields: pd.DataFrame, out_dir: Path, params: ImagesStageParams,
+                                shapes: dict[str, tuple[int, int] | None] | None = None, progress_bar: bool = True
+                                ) -> tuple[dict[str, str | None], dict[str, str]]:
+    """:func:`prepare_illumination`, with the bad fields the estimate met.
+
+    A field the estimate cannot read, or of another shape than its plate's, is logged once by name
+    and left out. A plate none of whose fields is readable gets no function (all its fields are bad);
+    a plate with more fields than ``max_fields_per_plate`` none of whose sampled ones is readable is
+    an error naming the plate.
+
+    Parameters
+    ----------
+    fields, out_dir, params, progress_bar
+        As :func:`prepare_illumination`.
+    shapes
+        Plate -> field shape (:func:`plate_field_shapes`); None: probed here for the plates estimated.
+
+    Returns
+    -------
+    functions
+        Plate -> function file, or None (no correction).
+    bad
+        Bad sampled field (path) -> :func:`field_error`, in the order the plates and fields were read.
+
+    Raises
+    ------
+    ValueError
+        A plate of many fields none of whose sampled fields is readable (named, with the files).
     """
     method = params.illumination.method
     plates = sorted(fields["Metadata_Plate"].astype(str).unique())
     if method == "none":
-        return {plate: None for plate in plates}
+        return {plate: None for plate in plates}, {}
     functions: dict[str, str | None] = {}
     if method == "published":
         named = (fields.dropna(subset=["illumination_path"]).groupby(fields["Metadata_Plate"].astype(str))
@@ -117,7 +227,7 @@ def prepare_illumination(fields: pd.DataFrame, out_dir: Path, params: ImagesStag
         if fallback:
             logger.warning("no published illumination function for %d of %d plates (%s): estimated from their "
                            "fields instead", len(fallback), len(plates), ", ".join(fallback[:10]))
-    tasks = []
+    tasks, sizes = [], {}
     for plate in plates:
         if plate in functions:
             continue
@@ -127,12 +237,25 @@ def prepare_illumination(fields: pd.DataFrame, out_dir: Path, params: ImagesStag
             continue
         paths = fields.loc[fields["Metadata_Plate"].astype(str) == plate, "image_path"].to_numpy()
         step = max(1, len(paths) // params.illumination.max_fields_per_plate)
-        tasks.append((plate, [str(p) for p in paths[::step][: params.illumination.max_fields_per_plate]],
-                      str(target), params))
-    for _ in map_tasks(_estimate_plate, tasks, params.execution, progress_bar=progress_bar,
-                       desc="illumination", unit="plate"):
-        pass
-    return {plate: functions[plate] for plate in plates}
+        tasks.append([plate, [str(p) for p in paths[::step][: params.illumination.max_fields_per_plate]],
+                      str(target), params])
+        sizes[plate] = len(paths)
+    if tasks and shapes is None:
+        shapes = plate_field_shapes(fields[fields["Metadata_Plate"].astype(str).isin(sizes)])
+    tasks = [(*task, (shapes or {}).get(task[0])) for task in tasks]
+    found: dict[str, dict[str, str]] = {}
+    for index, (plate, written, bad) in map_tasks(_estimate_plate, tasks, params.execution,
+                                                  progress_bar=progress_bar, desc="illumination", unit="plate"):
+        for error in bad.values():
+            logger.warning("bad field skipped: %s", error)
+        found[plate] = bad
+        if not written:
+            functions[plate] = None
+            if len(tasks[index][1]) < sizes[plate]:
+                raise ValueError(f"none of the {len(tasks[index][1])} fields sampled from plate {plate} to estimate "
+                                 "its illumination function can be read: " + "; ".join(list(bad.values())[:5]))
+    bad_fields = {path: error for plate in sorted(found) for path, error in found[plate].items()}
+    return {plate: functions[plate] for plate in plates}, bad_fields
 
 
 def illumination_table(functions: dict[str, str | None], out_dir: Path) -> pd.DataFrame:
@@ -171,27 +294,37 @@ def process_field(image: np.ndarray, illumination: np.ndarray | None,
     return qc, kept.reset_index(drop=True), table[table["drop_reason"] != ""].reset_index(drop=True), crops[fits]
 
 
-def _process_shard(task: ShardTask) -> tuple[str, int]:
-    """Process a shard's fields and write its results; returns the shard id and its number of errors."""
+def _process_shard(task: ShardTask) -> tuple[str, dict[str, str]]:
+    """Process a shard's fields and write its results.
+
+    Returns the shard id and the bad fields it found (path -> :func:`field_error`), not counting
+    ``task.known_errors``, which are recorded without reading the files again. The caller logs them:
+    a worker's log may not reach the console.
+    """
     segment = segmenter(task.params)
     illumination = read_illumination_function(task.illumination) if task.illumination else None
     rows, kept_tables, dropped_tables, crop_blocks = [], [], [], []
-    for field in task.fields:
-        metadata = {key: value for key, value in field.items() if key.startswith("Metadata_")}
-        try:
-            image = read_field(field["image_path"])
-            mask = field.get("mask_path")
-            qc, kept, dropped, crops = process_field(image, illumination, segment,
-                                                      Path(mask) if mask else None, task.params)
-        except Exception as error:  # noqa: BLE001 - one bad field must not stop a screen
-            logger.warning("skipping %s: %s: %s", field["image_path"], type(error).__name__, error)
-            rows.append({**metadata, "image_path": field["image_path"], "error": f"{type(error).__name__}: {error}"})
+    found: dict[str, str] = {}
+    for entry in task.fields:
+        path = entry["image_path"]
+        metadata = {key: value for key, value in entry.items() if key.startswith("Metadata_")}
+        error = task.known_errors.get(path)
+        if error is None:
+            try:
+                image = read_field(path, shape=task.shape)
+                mask = entry.get("mask_path")
+                qc, kept, dropped, crops = process_field(image, illumination, segment,
+                                                          Path(mask) if mask else None, task.params)
+            except Exception as failure:  # noqa: BLE001 - one bad field must not stop a screen
+                error = found[path] = field_error(path, failure)
+        if error is not None:
+            rows.append({**metadata, "image_path": path, "error": error})
             continue
-        rows.append({**metadata, "image_path": field["image_path"], "error": "", **qc})
+        rows.append({**metadata, "image_path": path, "error": "", **qc})
         for table in (kept, dropped):
             for key, value in reversed(metadata.items()):
                 table.insert(0, key, value)
-            table["image_path"] = field["image_path"]
+            table["image_path"] = path
         kept_tables.append(kept)
         dropped_tables.append(dropped)
         crop_blocks.append(crops)
@@ -200,7 +333,7 @@ def _process_shard(task: ShardTask) -> tuple[str, int]:
                       np.concatenate(crop_blocks) if crop_blocks else np.zeros((0, size, size), np.uint8),
                       {"nuclei": _concat(kept_tables), "nuclei_dropped": _concat(dropped_tables),
                        "images": pd.DataFrame(rows)})
-    return task.shard_id, sum(bool(row["error"]) for row in rows)
+    return task.shard_id, found
 
 
 def _concat(tables: list[pd.DataFrame]) -> pd.DataFrame:
@@ -219,8 +352,12 @@ def shard_fields(fields: pd.DataFrame, shard_size: int) -> list[tuple[str, pd.Da
 
 
 def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesStageParams,
-                      progress_bar: bool = True) -> dict:
+                      progress_bar: bool = True, max_bad_fraction: float | None = None) -> dict:
     """Run stage 01 on a table of fields.
+
+    Bad fields (missing, truncated, corrupt, of another shape than their plate's, or failing later)
+    are logged once by name, recorded in ``images.parquet``'s ``error`` column and skipped, whichever
+    step meets them first.
 
     Parameters
     ----------
@@ -232,11 +369,21 @@ def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesS
         The stage's artifact folder; finished shards found there are not redone.
     params
         The stage's params.
+    progress_bar
+        Show tqdm bars.
+    max_bad_fraction
+        The share of bad fields above which the stage stops; None: ``params.max_bad_fraction``
+        (``predict`` may pass 1.0 and decide itself).
 
     Returns
     -------
     dict
         Counts: fields (processed, outliers left out, failed, flagged), nuclei kept and dropped, seconds.
+
+    Raises
+    ------
+    image2reg.images.io.TooManyBadFieldsError
+        More than ``max_bad_fraction`` of the fields are bad (listed); the tables are written first.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -246,19 +393,33 @@ def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesS
     outliers = outlier_fields(fields, params.qc.outlier_plates, params.qc.outlier_wells).to_numpy(bool)
     kept_fields = fields[~outliers]
 
-    illumination = prepare_illumination(kept_fields, out_dir, params, progress_bar)
+    shapes = plate_field_shapes(kept_fields)
+    illumination, known = estimate_plate_illumination(kept_fields, out_dir, params, shapes, progress_bar)
     shards = shard_fields(kept_fields, params.shard_size)
     columns = [c for c in kept_fields.columns if c.startswith("Metadata_") or c in ("image_path", "mask_path")]
-    pending = [ShardTask(shard_id, group[columns].to_dict("records"), illumination[str(group["Metadata_Plate"].iat[0])],
-                         params, str(out_dir))
-               for shard_id, group in shards if not store.shard_done(out_dir, shard_id)]
+    pending = []
+    for shard_id, group in shards:
+        if store.shard_done(out_dir, shard_id):
+            continue
+        plate = str(group["Metadata_Plate"].iat[0])
+        pending.append(ShardTask(shard_id, group[columns].to_dict("records"), illumination[plate], params,
+                                 str(out_dir), shapes.get(plate),
+                                 {path: known[path] for path in group["image_path"] if path in known}))
     if len(pending) < len(shards):
         logger.info("resuming: %d of %d shards already done", len(shards) - len(pending), len(shards))
-    for _ in map_tasks(_process_shard, pending, params.execution, progress_bar=progress_bar,
-                       desc="fields", unit="shard"):
-        pass
+    for _, (_, found) in map_tasks(_process_shard, pending, params.execution, progress_bar=progress_bar,
+                                   desc="fields", unit="shard"):
+        for error in found.values():
+            logger.warning("bad field skipped: %s", error)
     n_kept = store.consolidate(out_dir, [shard_id for shard_id, _ in shards], params.crop_size, TABLES)
     images = _flag(out_dir, params)
+    bad = images[images["error"] != ""]
+    if len(bad):
+        logger.warning("%d of %d fields skipped as bad: their errors are in %s", len(bad), len(images),
+                       out_dir / artifact_name("images", "images"))
+    check_bad_fields(dict(zip(bad["image_path"], bad["error"])), len(images),
+                     params.max_bad_fraction if max_bad_fraction is None else max_bad_fraction,
+                     out_dir / artifact_name("images", "images"))
     dropped = pd.read_parquet(out_dir / artifact_name("images", "nuclei_dropped"), columns=[])
     return {"fields": len(images), "outlier_fields_left_out": int(outliers.sum()),
             "failed_fields": int((images["error"] != "").sum()), "flagged_fields": int((~images["QC_pass"]).sum()),
@@ -269,11 +430,15 @@ def _flag(out_dir: Path, params: ImagesStageParams) -> pd.DataFrame:
     """Set the per-plate QC flags on the field table and carry ``QC_pass`` into the nucleus tables."""
     images = pd.read_parquet(out_dir / artifact_name("images", "images"))
     measured = images["error"] == ""
-    flagged = flag_fields(images[measured], blur_max_slope=params.qc.blur_max_slope, blur_mad_k=params.qc.blur_mad_k,
-                          saturation_max_fraction=params.qc.saturation_max_fraction)
-    for column in ("QC_blurry", "QC_saturated", "QC_outlier", "QC_pass"):
+    columns = ("QC_blurry", "QC_saturated", "QC_outlier", "QC_pass")
+    for column in columns:
         images[column] = False
-        images.loc[measured, column] = flagged[column].to_numpy()
+    if measured.any():  # when every field is bad there is nothing to flag (and no measure column)
+        flagged = flag_fields(images[measured], blur_max_slope=params.qc.blur_max_slope,
+                              blur_mad_k=params.qc.blur_mad_k,
+                              saturation_max_fraction=params.qc.saturation_max_fraction)
+        for column in columns:
+            images.loc[measured, column] = flagged[column].to_numpy()
     with atomic_path(out_dir / artifact_name("images", "images")) as tmp:
         images.to_parquet(tmp, index=False)
     passing = images.set_index("image_path")["QC_pass"]

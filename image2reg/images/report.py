@@ -1,4 +1,5 @@
-"""What stage 01 computes for its report: field counts, QC flags against the truth, illumination, segmentation.
+"""What stage 01 computes for its report: field counts, bad files, QC flags against the truth, illumination,
+segmentation.
 
 The stage notebook calls one of these per cell and shows or plots what it returns (figures:
 :mod:`image2reg.plotting.data`). Comparisons with the ground truth return None for real data, which
@@ -35,6 +36,9 @@ TRUTH_FLAGS = {"QC_blurry": "Image_Metadata_QCFlag_isBlurry", "QC_saturated": "I
 FLAGGED_COLUMNS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "power_log_log_slope", "saturated_fraction",
                    "QC_blurry", "QC_saturated", "error"]
 
+#: The columns of :func:`bad_fields`.
+BAD_COLUMNS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "image_path", "error"]
+
 
 def field_counts(fields: pd.DataFrame) -> dict[str, int]:
     """Fields of view, conditions and plates of a field table.
@@ -69,6 +73,23 @@ def flagged_fields(qc: pd.DataFrame, n: int = 20) -> pd.DataFrame:
         :data:`FLAGGED_COLUMNS` of the fields with ``QC_pass`` false or an ``error``.
     """
     return qc.loc[~qc["QC_pass"] | (qc["error"] != ""), FLAGGED_COLUMNS].head(n)
+
+
+def bad_fields(qc: pd.DataFrame) -> pd.DataFrame:
+    """Every field skipped as bad (missing, unreadable, truncated, of another shape than its plate's, or
+    failing later), with the reason, which names the file.
+
+    Parameters
+    ----------
+    qc
+        Stage 01's field table (``images.parquet``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`BAD_COLUMNS` of the fields with an ``error``, in the table's order, indexed 0..n-1.
+    """
+    return qc.loc[qc["error"] != "", BAD_COLUMNS].reset_index(drop=True)
 
 
 def flags_against_truth(qc: pd.DataFrame, raw: RawLayout) -> pd.DataFrame | None:

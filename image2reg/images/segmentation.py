@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import tifffile
 from scipy import ndimage, sparse
 from scipy.optimize import linear_sum_assignment
 from skimage import feature, filters, segmentation
+
+from image2reg.images.io import read_tiff
 
 logger = logging.getLogger("image2reg")
 
@@ -349,7 +350,7 @@ def read_mask(path: str | Path, shape: tuple[int, ...] | None = None) -> np.ndar
     if not path.is_file():
         raise FileNotFoundError(f"no mask at {path} (supplied masks are named like their image: "
                                 "raw/masks/<plate>/<image file name>)")
-    labels = np.squeeze(tifffile.imread(path))
+    labels = read_tiff(path, what="mask")  # a truncated or corrupt mask is an ImageReadError naming it
     if labels.ndim != 2:
         raise ValueError(f"{path} is not a 2-D label image (shape {labels.shape})")
     if labels.dtype == bool:
