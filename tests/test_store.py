@@ -40,3 +40,22 @@ def test_unfinished_shard_blocks_consolidation_and_mismatch_is_refused(tmp_path)
     with pytest.raises(ValueError, match="2 crops for 3 nuclei"):
         store.write_shard(tmp_path, "x", np.zeros((2, 8, 8), np.uint8), {"nuclei": pd.DataFrame({"a": [1, 2, 3]})})
     assert not store.shard_done(tmp_path, "x")
+
+
+def test_a_new_crop_array_replaces_the_old_one_atomically_under_a_unique_name(tmp_path):
+    from image2reg.images.store import _exchange, _replace
+
+    old, new = tmp_path / "nuclei.zarr", tmp_path / ".nuclei.zarr.abc"
+    old.mkdir()
+    (old / "old").write_text("old")
+    new.mkdir()
+    (new / "new").write_text("new")
+    _replace(new, old)
+    assert (old / "new").read_text() == "new" and not (old / "old").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nuclei.zarr"]  # nothing left beside it
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").touch()
+    if _exchange(a, b):  # Linux: the two folders traded places in one step
+        assert (b / "x").exists() and not (a / "x").exists()

@@ -13,7 +13,10 @@ writes, in shard order:
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,9 +77,10 @@ def consolidate(folder: Path, shard_ids: Sequence[str], crop_size: int, tables: 
     sizes = [len(pd.read_parquet(shard_dir(folder, s) / _table_file(NUCLEI), columns=[])) for s in shard_ids]
     total = sum(sizes)
 
-    tmp = folder / f".{CROPS}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    for stale in folder.glob(f".{CROPS}.*"):  # left by a consolidation that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CROPS}.", dir=folder))
+    shutil.rmtree(tmp)  # zarr creates the store folder itself; the unique name is what was needed
     crops = zarr.create_array(store=str(tmp), shape=(total, crop_size, crop_size), dtype="uint8",
                               chunks=(min(chunk, max(total, 1)), crop_size, crop_size), fill_value=0)
     start = 0
@@ -97,9 +101,33 @@ def consolidate(folder: Path, shard_ids: Sequence[str], crop_size: int, tables: 
 
 
 def _replace(new: Path, target: Path) -> None:
-    if target.exists():
-        shutil.rmtree(target)
-    new.rename(target)
+    """Put folder ``new`` at ``target`` with no moment without a folder there: an atomic exchange of the two
+    (Linux ``renameat2(RENAME_EXCHANGE)``), then the old one deleted; where that is missing, two renames."""
+    if not target.exists():
+        new.rename(target)
+        return
+    if not _exchange(new, target):
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        old.rmdir()
+        target.rename(old)
+        new.rename(target)
+        new = old
+    shutil.rmtree(new)  # after the exchange ``new`` holds the previous array
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return done == 0
 
 
 def open_crops(folder: Path) -> zarr.Array:
