@@ -204,6 +204,34 @@ class Runbook:
         first = configured.index(self._lookup(start, configured)) if start else 0
         return [stage for stage in configured[first:] if stage in chosen]
 
+    def check_inputs(self, selected: Sequence[Stage]) -> None:
+        """Every selected stage's input stages are configured too, or finished on disk (or, for the inputs it
+        may borrow, finished by its reference dataset): checked before anything runs.
+
+        Raises
+        ------
+        RunbookError
+            Naming the stage, the input stage it lacks and the params file.
+        """
+        configured = {stage.name for stage in self.configured()}
+        for stage in selected:
+            reference = self._reference(Task(stage, None, stage.id)) if stage.reference_inputs else None
+            for name in stage.inputs:
+                if name in configured:
+                    continue
+                source = next((other for other in self.stages if other.name == name), None)
+                if source is None:
+                    continue  # a stage list without it (tests): nothing to check
+                layout = reference if reference is not None and name in stage.reference_inputs else self.layout
+                folds = range(self.params.folds) if source.per_fold else [None]
+                manifests = [_read_manifest(layout.manifest(source, fold)) for fold in folds]
+                if all(m is not None and m["status"] == "complete" for m in manifests):
+                    continue
+                where = self.params.source_path or "the params file"
+                raise RunbookError(f"stage {stage.id} reads stage {source.id}, which {where} does not configure and "
+                                   f"dataset '{layout.dataset}' has not run: add a '{name}' block to the params "
+                                   f"or run that stage first")
+
     def _lookup(self, name: str, configured: list[Stage]) -> Stage:
         found = next((stage for stage in self.stages if name in (stage.name, stage.number, stage.id)), None)
         if found is None:
@@ -579,6 +607,7 @@ def main(argv: list[str] | None = None, *, root: str | Path | None = None,
             planned = runbook.plan(selected, force=args.force)
             (runbook.print_list if args.list else runbook.print_dry_run)(planned)
             return 0
+        runbook.check_inputs(selected)
         lock = FolderLock(layout.root, what=f"runbook.py {' '.join(sys.argv[1:] if argv is None else argv)}")
         lock.acquire()
     except (ParamsError, RunbookError, FileNotFoundError, LockHeldError) as error:

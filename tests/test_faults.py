@@ -146,3 +146,14 @@ def test_force_is_explained_in_the_help(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "from scratch" in capsys.readouterr().out
+
+
+def test_a_stage_whose_input_stage_is_neither_configured_nor_run_is_an_error_before_anything_runs(make_project,
+                                                                                                   run_cli, capsys):
+    root = make_project({"00_data": RESUMABLE})
+    params = root / "params" / "smoke.yml"
+    params.write_text(params.read_text() + "  screen:\n    n_inner: 2\n")  # stage 02 without its input stage 01
+    assert run_cli(root) == 2
+    err = capsys.readouterr().err
+    assert "stage 02_screen reads stage 01_images" in err and "does not configure" in err
+    assert not (root / "runs").exists()
