@@ -157,3 +157,75 @@ def test_a_stage_whose_input_stage_is_neither_configured_nor_run_is_an_error_bef
     err = capsys.readouterr().err
     assert "stage 02_screen reads stage 01_images" in err and "does not configure" in err
     assert not (root / "runs").exists()
+
+
+def _descendants(pid: int) -> set[int]:
+    """The live processes below ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow  # stage 01 of the smoke world three times
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_stage_01_resumes_to_the_artifacts_of_an_uninterrupted_run(tmp_path, run_cli, cli_args):
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from image2reg.images.store import open_crops
+
+    repo = Path(__file__).resolve().parents[1]
+    runs = {}
+    for name in ("whole", "cut"):
+        (tmp_path / name / "params").mkdir(parents=True)
+        shutil.copy(repo / "params" / "smoke.yml", tmp_path / name / "params" / "smoke.yml")
+        runs[name] = tmp_path / name / "runs" / "smoke"
+    assert run_cli(tmp_path / "whole", "--stages", "data", "images", "--no-html", root=repo) == 0
+    assert run_cli(tmp_path / "cut", "--stages", "data", "--no-html", root=repo) == 0
+    process = subprocess.Popen([sys.executable, str(repo / "runbook.py"), *cli_args(tmp_path / "cut"), "--stages",
+                                "images", "--no-html"], cwd=repo, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(runs["cut"].glob("01_images/shards/*/done")), process, timeout=120)
+        started = _descendants(process.pid)
+        assert len(started) >= 3  # the kernel and its pool workers
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in started), "processes of the stopped run outlive it"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert run_cli(tmp_path / "cut", "--stages", "images", "--no-html", root=repo) == 0
+
+    whole, cut = runs["whole"] / "01_images", runs["cut"] / "01_images"
+    for table in ("images", "nuclei", "nuclei_dropped"):
+        a, b = (pd.read_parquet(folder / f"{table}.parquet") for folder in (whole, cut))
+        for frame, root in ((a, tmp_path / "whole"), (b, tmp_path / "cut")):  # the paths differ by their root
+            for column in frame.select_dtypes(include="object").columns:
+                frame[column] = frame[column].astype(str).str.replace(str(root), "<root>", regex=False)
+        pd.testing.assert_frame_equal(a, b)
+    np.testing.assert_array_equal(open_crops(whole)[:], open_crops(cut)[:])
+    assert (whole / "summary.json").read_text() == (cut / "summary.json").read_text()
