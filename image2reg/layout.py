@@ -224,6 +224,22 @@ class RunLayout:
         return self.root / ".manifests" / f"{self.task_name(stage, fold)}.json"
 
 
+def portable_path(path: str | Path, folder: str | Path, within: str | Path | None) -> str:
+    """How an artifact in ``folder`` stores ``path``: relative to ``folder`` when the file lies inside ``within``
+    (the dataset's runs folder), so a runs folder copied elsewhere keeps working; absolute otherwise (a lab's
+    own image folder) or when ``within`` is None."""
+    path = Path(os.path.abspath(path))
+    if within is not None and path.is_relative_to(Path(os.path.abspath(within))):
+        return Path(os.path.relpath(path, os.path.abspath(folder))).as_posix()
+    return str(path)
+
+
+def stored_path(value: str | Path, folder: str | Path) -> Path:
+    """The file a path stored by an artifact in ``folder`` names (see :func:`portable_path`)."""
+    value = Path(value)
+    return value if value.is_absolute() else Path(os.path.normpath(Path(folder).absolute() / value))
+
+
 def resolve_path(value: str | Path, base: str | Path) -> Path:
     """A path a user gave: ``~`` expanded, and relative to ``base`` unless absolute."""
     path = Path(value).expanduser()

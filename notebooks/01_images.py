@@ -63,7 +63,7 @@ print(f"{counts['fields']} fields of view, {counts['conditions']} conditions, "
       f"{counts['plates']} plates; segmentation: {params.segmentation.method}")
 
 # %%
-summary = preprocess_images(fields, out, params)
+summary = preprocess_images(fields, out, params, portable_within=ctx.layout.root)
 display(pd.Series(summary, name="stage 01", dtype=object).to_frame())
 
 # %% [markdown]
@@ -117,7 +117,8 @@ if illumination.functions:
 # Example fields with the segmentation outlined (yellow; the ground truth in cyan when known).
 
 # %%
-examples = segmentation_examples(qc, fields, illumination.functions, params, raw, seed=ctx.seed, n=3)
+examples = segmentation_examples(qc, fields, illumination.functions, params, raw, seed=ctx.seed, n=3,
+                                 folder=out)
 plotting.segmentation_overlays(examples.images, examples.labels, examples.titles, truth=examples.truth)
 plt.show()
 
@@ -126,7 +127,7 @@ plt.show()
 # IoU ≥ 0.5 over up to 150 random QC-passing fields.
 
 # %%
-segmentation = score_segmentation(qc, raw, illumination.files, params, seed=ctx.seed, n=150)
+segmentation = score_segmentation(qc, raw, illumination.files, params, seed=ctx.seed, n=150, folder=out)
 if segmentation is not None:
     print(f"segmentation F1 at IoU 0.5 over {len(segmentation.scores)} fields: {segmentation.f1:.3f} "
           f"(precision {segmentation.precision:.3f}, recall {segmentation.recall:.3f}, "

@@ -106,7 +106,7 @@ if params.second_screen is not None:
     fields = render_second_screen(shifts, plan, ctx.params.stage("data").synthetic.screen,
                                   layout.artifact("validation", "screen"), seed=ctx.seed)
     images_dir = layout.artifact("validation", "images")
-    counts = preprocess_images(fields, images_dir, images_params)
+    counts = preprocess_images(fields, images_dir, images_params, portable_within=layout.root)
     illumination = prepare_illumination(fields, images_dir, images_params, progress_bar=False)
     print(f"synthesized {len(fields)} fields: {len(train_genes)} training genes × {second.train_wells} wells, "
           f"{len(others)} test genes × {second.test_wells} well(s), {second.control_wells} control wells; "

@@ -229,3 +229,35 @@ def test_a_killed_stage_01_resumes_to_the_artifacts_of_an_uninterrupted_run(tmp_
         pd.testing.assert_frame_equal(a, b)
     np.testing.assert_array_equal(open_crops(whole)[:], open_crops(cut)[:])
     assert (whole / "summary.json").read_text() == (cut / "summary.json").read_text()
+
+
+@pytest.mark.slow  # stages 00-01 of the smoke world
+def test_a_runs_folder_copied_elsewhere_is_up_to_date_and_its_fields_are_found(tmp_path, run_cli, capsys):
+    import shutil
+
+    import pandas as pd
+
+    from image2reg.cnn.datasets import RegionCutter
+    from image2reg.layout import stored_path
+
+    repo = Path(__file__).resolve().parents[1]
+    first = tmp_path / "first"
+    (first / "params").mkdir(parents=True)
+    shutil.copy(repo / "params" / "smoke.yml", first / "params" / "smoke.yml")
+    assert run_cli(first, "--stages", "data", "images", "--no-html", root=repo) == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved, symlinks=True)
+    shutil.rmtree(first)
+    capsys.readouterr()
+
+    assert run_cli(moved, "--list", root=repo) == 0
+    states = capsys.readouterr().out
+    assert "00_data" in states and "01_images" in states and "stale" not in states and "never run" not in states
+    images_dir = moved / "runs" / "smoke" / "01_images"
+    nuclei = pd.read_parquet(images_dir / "nuclei.parquet")
+    assert not nuclei["image_path"].str.startswith("/").any()  # stored relative to the stage's folder
+    assert all(stored_path(path, images_dir).is_file() for path in nuclei["image_path"].unique())
+    field = nuclei.iloc[:1]
+    cutter = RegionCutter({field["image_path"].iat[0]: str(field["Metadata_Plate"].iat[0])},
+                          {str(field["Metadata_Plate"].iat[0]): None}, size=32, base=images_dir)
+    assert tuple(cutter.cut(field).shape) == (1, 1, 32, 32)

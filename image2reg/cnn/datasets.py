@@ -29,6 +29,7 @@ from tqdm import tqdm
 from image2reg.images.illumination import correct_illumination, read_illumination_function
 from image2reg.images.io import read_field
 from image2reg.images.store import open_crops
+from image2reg.layout import stored_path
 
 logger = logging.getLogger("image2reg")
 
@@ -123,10 +124,13 @@ class RegionCutter:
         Side of the patches in pixels (the reference: 448 on 1080 px fields).
     cache_fields
         Number of prepared fields kept.
+    base
+        The folder of the nucleus table: a relative ``image_path`` is read from there
+        (:func:`image2reg.layout.stored_path`).
     """
 
     def __init__(self, fields: Mapping[str, str], illumination: Mapping[str, str | Path | None], size: int,
-                 cache_fields: int = 64) -> None:
+                 cache_fields: int = 64, base: str | Path | None = None) -> None:
         if size < 1:
             raise ValueError(f"size must be a positive number of pixels, got {size}")
         if cache_fields < 1:
@@ -139,6 +143,7 @@ class RegionCutter:
         self.illumination = {str(plate): path for plate, path in illumination.items()}
         self.size = size
         self.cache_fields = cache_fields
+        self.base = None if base is None else str(base)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._functions: dict[str, np.ndarray | None] = {}
 
@@ -192,7 +197,7 @@ class RegionCutter:
     def _prepare(self, path: str) -> np.ndarray:
         if path not in self.fields:
             raise KeyError(f"field {path} is not among the RegionCutter's fields")
-        image = read_field(path)
+        image = read_field(path if self.base is None else stored_path(path, self.base))
         function = self._function(self.fields[path])
         corrected = image.astype(np.float32) if function is None else correct_illumination(image, function)
         low, pad, high = np.percentile(corrected, [LOW_PERCENTILE, PAD_PERCENTILE, HIGH_PERCENTILE])

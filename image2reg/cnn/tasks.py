@@ -125,7 +125,7 @@ def fit_and_predict(
     if "region" in encoder.branches:
         used = nuclei.loc[splits.index.unique()]
         regions = RegionCutter(dict(zip(used[FIELD], used[PLATE].astype(str))), dict(encoder.illumination),
-                               encoder.region_size, cache_fields=2 * training.region_window_fields)
+                               encoder.region_size, cache_fields=2 * training.region_window_fields, base=images_dir)
 
     def batches(split: str, shuffle: bool) -> NucleusBatches:
         return NucleusBatches(nuclei, splits, split, folder=images_dir, batch_size=training.batch_size,
@@ -161,7 +161,7 @@ def embed_nuclei(nuclei: pd.DataFrame, *, images_dir: str | Path, weights: str |
     regions = None
     if "region" in encoder.branches:
         regions = RegionCutter(dict(zip(nuclei[FIELD], nuclei[PLATE].astype(str))), dict(encoder.illumination),
-                               encoder.region_size)
+                               encoder.region_size, base=images_dir)
     batches = NucleusBatches(nuclei, splits, TEST, folder=images_dir, batch_size=batch_size, shuffle=False, seed=0,
                              regions=regions)
     model = ImageEnsemble(n_classes, branches=encoder.branches, latent_dim=encoder.latent_dim,

@@ -41,7 +41,7 @@ from image2reg.images.io import ImageReadError, check_bad_fields, field_shape, r
 from image2reg.images.nuclei import crop_nuclei, filter_nuclei, measure_nuclei
 from image2reg.images.qc import field_qc, flag_fields, outlier_fields
 from image2reg.images.segmentation import make_segmenter, match_labels
-from image2reg.layout import RawLayout, artifact_name, atomic_path
+from image2reg.layout import RawLayout, artifact_name, atomic_path, portable_path, stored_path
 
 logger = logging.getLogger("image2reg")
 
@@ -306,7 +306,7 @@ def _process_shard(task: ShardTask) -> tuple[str, dict[str, str]]:
     rows, kept_tables, dropped_tables, crop_blocks = [], [], [], []
     found: dict[str, str] = {}
     for entry in task.fields:
-        path = entry["image_path"]
+        path, stored = entry["image_path"], entry.get("stored_path", entry["image_path"])
         metadata = {key: value for key, value in entry.items() if key.startswith("Metadata_")}
         error = task.known_errors.get(path)
         if error is None:
@@ -318,13 +318,13 @@ def _process_shard(task: ShardTask) -> tuple[str, dict[str, str]]:
             except Exception as failure:  # noqa: BLE001 - one bad field must not stop a screen
                 error = found[path] = field_error(path, failure)
         if error is not None:
-            rows.append({**metadata, "image_path": path, "error": error})
+            rows.append({**metadata, "image_path": stored, "error": error})
             continue
-        rows.append({**metadata, "image_path": path, "error": "", **qc})
+        rows.append({**metadata, "image_path": stored, "error": "", **qc})
         for table in (kept, dropped):
             for key, value in reversed(metadata.items()):
                 table.insert(0, key, value)
-            table["image_path"] = path
+            table["image_path"] = stored
         kept_tables.append(kept)
         dropped_tables.append(dropped)
         crop_blocks.append(crops)
@@ -352,7 +352,8 @@ def shard_fields(fields: pd.DataFrame, shard_size: int) -> list[tuple[str, pd.Da
 
 
 def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesStageParams,
-                      progress_bar: bool = True, max_bad_fraction: float | None = None) -> dict:
+                      progress_bar: bool = True, max_bad_fraction: float | None = None,
+                      portable_within: str | Path | None = None) -> dict:
     """Run stage 01 on a table of fields.
 
     Bad fields (missing, truncated, corrupt, of another shape than their plate's, or failing later)
@@ -374,6 +375,9 @@ def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesS
     max_bad_fraction
         The share of bad fields above which the stage stops; None: ``params.max_bad_fraction``
         (``predict`` may pass 1.0 and decide itself).
+    portable_within
+        The dataset's runs folder: the tables store the ``image_path`` of a field inside it relative to
+        ``out_dir`` (:func:`image2reg.layout.portable_path`), so the runs folder can move; None: absolute.
 
     Returns
     -------
@@ -395,8 +399,11 @@ def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesS
 
     shapes = plate_field_shapes(kept_fields)
     illumination, known = estimate_plate_illumination(kept_fields, out_dir, params, shapes, progress_bar)
+    kept_fields = kept_fields.assign(stored_path=[portable_path(path, out_dir, portable_within)
+                                                  for path in kept_fields["image_path"]])
     shards = shard_fields(kept_fields, params.shard_size)
-    columns = [c for c in kept_fields.columns if c.startswith("Metadata_") or c in ("image_path", "mask_path")]
+    columns = [c for c in kept_fields.columns
+               if c.startswith("Metadata_") or c in ("image_path", "mask_path", "stored_path")]
     pending = []
     for shard_id, group in shards:
         if store.shard_done(out_dir, shard_id):
@@ -417,7 +424,8 @@ def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesS
     if len(bad):
         logger.warning("%d of %d fields skipped as bad: their errors are in %s", len(bad), len(images),
                        out_dir / artifact_name("images", "images"))
-    check_bad_fields(dict(zip(bad["image_path"], bad["error"])), len(images),
+    named = [str(stored_path(path, out_dir)) for path in bad["image_path"]]
+    check_bad_fields(dict(zip(named, bad["error"])), len(images),
                      params.max_bad_fraction if max_bad_fraction is None else max_bad_fraction,
                      out_dir / artifact_name("images", "images"))
     dropped = pd.read_parquet(out_dir / artifact_name("images", "nuclei_dropped"), columns=[])

@@ -27,7 +27,7 @@ from image2reg.images.pipeline import (
     prepare_illumination,
     segmenter,
 )
-from image2reg.layout import RawLayout
+from image2reg.layout import RawLayout, stored_path
 
 #: Stage 01's QC flag -> the synthetic world's flag of the same defect (its ``Image_Metadata_*`` table).
 TRUTH_FLAGS = {"QC_blurry": "Image_Metadata_QCFlag_isBlurry", "QC_saturated": "Image_Metadata_QCFlag_isSaturated"}
@@ -166,7 +166,8 @@ class SegmentationExamples:
 
 
 def segmentation_examples(qc: pd.DataFrame, fields: pd.DataFrame, functions: dict[str, np.ndarray],
-                          params: ImagesStageParams, raw: RawLayout, seed: int, n: int = 3) -> SegmentationExamples:
+                          params: ImagesStageParams, raw: RawLayout, seed: int, n: int = 3,
+                          folder: str | Path | None = None) -> SegmentationExamples:
     """Segment ``n`` random QC-passing fields again, as stage 01 did.
 
     Parameters
@@ -186,11 +187,15 @@ def segmentation_examples(qc: pd.DataFrame, fields: pd.DataFrame, functions: dic
     n
         Fields to draw (fewer when fewer pass QC).
 
+    folder
+        The folder of ``qc`` (stage 01's), when its ``image_path`` values are stored relative to it.
+
     Returns
     -------
     SegmentationExamples
     """
     segment = segmenter(params)
+    qc = _absolute(qc, folder)
     passing = qc[qc["QC_pass"]].sample(min(n, int(qc["QC_pass"].sum())), random_state=seed)
     mask_paths = fields.set_index("image_path").get("mask_path", pd.Series(dtype=str))
     images, labels, masks = [], [], []
@@ -216,7 +221,8 @@ class SegmentationScore:
 
 
 def score_segmentation(qc: pd.DataFrame, raw: RawLayout, illumination: dict[str, str | None],
-                       params: ImagesStageParams, seed: int, n: int = 150) -> SegmentationScore | None:
+                       params: ImagesStageParams, seed: int, n: int = 150,
+                       folder: str | Path | None = None) -> SegmentationScore | None:
     """Score the segmentation of up to ``n`` random QC-passing fields against the synthetic world's masks.
 
     Parameters
@@ -234,6 +240,9 @@ def score_segmentation(qc: pd.DataFrame, raw: RawLayout, illumination: dict[str,
     n
         Fields to score (fewer when fewer pass QC).
 
+    folder
+        The folder of ``qc`` (stage 01's), when its ``image_path`` values are stored relative to it.
+
     Returns
     -------
     SegmentationScore or None
@@ -241,6 +250,7 @@ def score_segmentation(qc: pd.DataFrame, raw: RawLayout, illumination: dict[str,
     """
     if not raw.world.is_file() or params.segmentation.method == "masks":
         return None
+    qc = _absolute(qc, folder)
     scored = qc[qc["QC_pass"]].sample(min(n, int(qc["QC_pass"].sum())), random_state=seed)
     truth_paths = [raw.masks / str(plate) / path.rsplit("/", 1)[-1]
                    for plate, path in zip(scored["Metadata_Plate"], scored["image_path"])]
@@ -286,3 +296,10 @@ def images_summary(preprocessing: dict, segmentation: SegmentationScore | None) 
                        segmentation_precision=segmentation.precision, segmentation_recall=segmentation.recall,
                        segmentation_mean_iou=segmentation.mean_iou)
     return summary
+
+
+def _absolute(table: pd.DataFrame, folder: str | Path | None) -> pd.DataFrame:
+    """``table`` with its ``image_path`` as the files it names (paths stored relative to ``folder``)."""
+    if folder is None:
+        return table
+    return table.assign(image_path=[str(stored_path(path, folder)) for path in table["image_path"]])
