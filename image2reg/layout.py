@@ -183,6 +183,9 @@ class RunLayout:
     dataset: str
     runs_dir: Path = Path("runs")
     reports_dir: Path = Path("reports")
+    #: ``(stage id, fold, folder)``: the task that is running writes into ``folder`` (the runbook's work folder
+    #: beside its artifact folder, swapped into place when the task completes).
+    work: tuple[str, int | None, str] | None = None
 
     @property
     def root(self) -> Path:
@@ -200,6 +203,8 @@ class RunLayout:
         """Artifact folder of a stage (the raw folder for the data stage)."""
         if not stage.derived:
             return self.raw.root
+        if self.work is not None and self.work[:2] == (stage.id, fold):
+            return Path(self.work[2])
         base = self.root / stage.id
         return base if fold is None else base / f"fold-{fold}"
 

@@ -52,6 +52,7 @@ def setup_stage(
     fold: int | None = None,
     runs_dir: str | Path | None = None,
     reports_dir: str | Path | None = None,
+    work_dir: str | Path | None = None,
 ) -> StageContext:
     """Resolve a stage notebook's context; the defaults are those of an interactive session.
 
@@ -63,6 +64,10 @@ def setup_stage(
         The dataset; its params file is ``params/<dataset>.yml`` unless ``params_path`` is given.
     params_path, runs_dir, reports_dir
         Overrides injected by the runbook.
+    work_dir
+        Where the runbook has this run write its artifacts (a work folder beside the stage's folder, swapped
+        into place when the run completes, so the last good outputs stay in place until then); None: the
+        stage's folder itself (an interactive session).
     fold
         The fold of a per-fold stage; ``None`` for the others.
     """
@@ -82,6 +87,7 @@ def setup_stage(
         dataset=dataset,
         runs_dir=Path(runs_dir) if runs_dir else root / "runs",
         reports_dir=Path(reports_dir) if reports_dir else root / "reports",
+        work=None if work_dir is None or not found.derived else (found.id, fold, str(work_dir)),
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     pd.set_option("display.max_columns", None)  # wide tables are shown whole (the HTML reports scroll them)

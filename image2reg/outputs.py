@@ -10,19 +10,19 @@ when a task finishes (the Rohban screen's ~40 GB of DNA images: under a minute; 
 what changed). A copy that keeps modification times *and* sizes but changes content (``rsync -t`` of other
 data) is trusted, as with ``make``.
 
-**Swapped folders.** :class:`TaskFolder` runs a derived stage so that its folder holds the outputs of the
-last successful run until a new run completes: a new run (new key, or ``--force``) moves the last good
-folder aside (``.previous/<task>``) and starts from an empty folder; success deletes the old one, failure
-or interruption moves the new partial work to ``.partial/<task>`` (with its key) and puts the last good
-folder back. A later run with the same key resumes the partial work; a killed run (no chance to swap back)
-is found and handled the same way by the next run.
+**Swapped folders.** :class:`TaskFolder` runs a derived stage in a work folder beside its artifact folder,
+so the artifact folder holds the outputs of the last successful run, untouched, until a new run completes
+and the two are exchanged in one step. A run that fails or is stopped leaves its work folder (with its key)
+for the next run of the same key to resume; ``--force`` or another key starts it empty.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,94 +106,66 @@ def recorded_digest(record: dict) -> str:
 
 @dataclass(frozen=True)
 class TaskFolder:
-    """The folders of one derived task: its artifacts (``final``), the last good ones set aside, and partial work.
+    """A derived task's artifact folder (``final``) and the work folder beside it where a run writes.
 
-    Parameters
-    ----------
-    final
-        The task's artifact folder, e.g. ``runs/demo/02_screen``.
-    root
-        The dataset's runs folder (``runs/demo``): ``.previous/`` and ``.partial/`` live here.
-    name
-        The task's name (``02_screen``, ``04_loto__fold-1``).
+    The work folder is a hidden sibling (``runs/demo/.02_screen.work``, ``runs/demo/04_loto/.fold-1.work``), at
+    the same depth as ``final``, so paths stored relative to a task's folder mean the same in both. ``final``
+    holds the last good outputs, untouched, until :meth:`commit` exchanges the two folders in one step.
     """
 
     final: Path
-    root: Path
-    name: str
 
     @property
-    def previous(self) -> Path:
-        return self.root / ".previous" / self.name
+    def work(self) -> Path:
+        return self.final.parent / f".{self.final.name}.work"
 
     @property
-    def previous_manifest(self) -> Path:
-        return self.root / ".previous" / f"{self.name}.json"
+    def _key(self) -> Path:
+        return self.work / ".key"
 
-    @property
-    def partial(self) -> Path:
-        return self.root / ".partial" / self.name
+    def prepare(self, key: str, force: bool) -> str:
+        """Make the work folder for a run of ``key``; returns what was done, in words.
 
-    @property
-    def partial_key(self) -> Path:
-        return self.root / ".partial" / f"{self.name}.key"
-
-    def prepare(self, key: str, manifest: dict | None, force: bool) -> str:
-        """Make ``final`` the folder to run in; returns what was done, in words.
-
-        ``manifest`` is the task's manifest before this run. Its own partial work of the same key is
-        resumed unless ``force``; the last good outputs are set aside, never deleted.
+        Work of an interrupted run with the same key is resumed unless ``force``; any other is discarded.
         """
-        status = manifest.get("status") if manifest else None
-        if not force and status == "started" and manifest.get("key") == key and self.final.exists():
+        if not force and _read(self._key) == key:
             return "resuming the interrupted run's work"
-        if status == "complete" and self.final.exists():
-            _replace(self.final, self.previous)
-            _write(self.previous_manifest, json.dumps(manifest))
-        elif self.final.exists():
-            shutil.rmtree(self.final)  # unfinished work of another key (or of no record): never a result
-        resumed = False
-        if not force and self.partial.exists() and _read(self.partial_key) == key:
-            _replace(self.partial, self.final)
-            resumed = True
-        self._drop_partial()
-        self.final.mkdir(parents=True, exist_ok=True)
-        if resumed:
-            return "resuming the interrupted run's work"
-        return "starting from an empty folder" + (" (the last good outputs set aside)" if self.previous.exists()
-                                                 else "")
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True)
+        _write(self._key, key)
+        return ("starting from an empty folder; the last outputs stay in place until this run completes"
+                if self.final.exists() else "starting from an empty folder")
 
     def commit(self) -> None:
-        """The run succeeded: the outputs set aside are no longer needed."""
-        if self.previous.exists():
-            shutil.rmtree(self.previous)
-        self.previous_manifest.unlink(missing_ok=True)
-
-    def rollback(self, key: str) -> dict | None:
-        """The run failed or was interrupted: keep its work as partial (for a rerun of the same key) and put the
-        last good outputs back. Returns the last good manifest to restore, or None when there is none."""
-        if not self.previous.exists():
-            return None  # nothing to protect: the partial work stays in place, the manifest says 'started'
-        if self.final.exists():
-            _replace(self.final, self.partial)
-            _write(self.partial_key, key)
-        _replace(self.previous, self.final)
-        manifest = json.loads(self.previous_manifest.read_text())
-        self.previous_manifest.unlink()
-        return manifest
-
-    def _drop_partial(self) -> None:
-        if self.partial.exists():
-            shutil.rmtree(self.partial)
-        self.partial_key.unlink(missing_ok=True)
+        """The run succeeded: its work folder becomes ``final`` in one step, and the old outputs go."""
+        self._key.unlink(missing_ok=True)
+        if not self.final.exists():
+            self.work.rename(self.final)
+            return
+        if not exchange(self.work, self.final):
+            old = self.final.parent / f".{self.final.name}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            self.final.rename(old)
+            self.work.rename(self.final)
+            shutil.rmtree(old)
+            return
+        shutil.rmtree(self.work)  # after the exchange it holds the old outputs
 
 
-def _replace(source: Path, target: Path) -> None:
-    """Move folder ``source`` to ``target``, replacing what is there."""
-    if target.exists():
-        shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    source.rename(target)
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _write(path: Path, text: str) -> None:

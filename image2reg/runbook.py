@@ -9,10 +9,10 @@ Each task (a stage, or one fold of a per-fold stage) has a JSON manifest under
 package source and the keys *and output contents* of the tasks it reads. A task is skipped when its
 manifest is complete, its key is current and every recorded output still has its recorded content
 (:mod:`image2reg.outputs`: size, mtime and sha256). Otherwise it runs, and the tasks reading it run
-when its outputs changed. A derived stage that runs for a new key (or ``--force``) starts from an empty
-folder while the last good outputs wait aside; they come back if the run fails or is stopped, and go
-only when the new run completes. A run that is stopped keeps its partial work, resumed by the next run
-of the same key. The raw data folder is never deleted.
+when its outputs changed. A derived stage runs in a work folder beside its artifact folder (injected as
+``work_dir``): the last good outputs stay in place until the run completes and the two folders are
+exchanged. A run that fails or is stopped keeps its work for the next run of the same key to resume;
+a new key or ``--force`` starts from an empty folder. The raw data folder is never deleted.
 
 One runbook per dataset: a second one is refused, naming the first's PID (:mod:`image2reg.lock`). A
 stopped run (Ctrl-C, SIGTERM) ends the stage's kernel and every process it started (pool workers, the
@@ -378,14 +378,15 @@ class Runbook:
     def execute(self, item: PlannedTask, force: bool = False) -> None:
         """Run one task's notebook, recording it as started first and complete after success.
 
-        A derived stage runs in a folder of its own work (:class:`image2reg.outputs.TaskFolder`): the last
-        good outputs wait aside and come back, with their manifest, if the run fails or is stopped.
+        A derived stage runs in a work folder beside its artifact folder (:class:`image2reg.outputs.TaskFolder`):
+        the last good outputs, and their manifest, stay in place until the run completes and the folders are
+        exchanged; a failed or stopped run leaves its work for the next run of the same key.
         """
         stage, fold = item.task.stage, item.task.fold
         out_dir = self.layout.stage_dir(stage, fold)
-        folder = TaskFolder(out_dir, self.layout.root, item.task.name) if stage.derived else None
+        folder = TaskFolder(out_dir) if stage.derived else None
         if folder is not None:
-            print(f"  {folder.prepare(item.key, item.manifest, force)}", flush=True)
+            print(f"  {folder.prepare(item.key, force)}", flush=True)
         report = self.layout.report(stage, fold)
         report.with_suffix(".html").unlink(missing_ok=True)
         record = {
@@ -394,33 +395,35 @@ class Runbook:
             "started_at": _now(), "finished_at": None, "duration_s": None, "report": str(report), "outputs": {},
         }
         manifest_path = self.layout.manifest(stage, fold)
-        _write_manifest(manifest_path, record)
+        last_good = folder is not None and item.manifest is not None and item.manifest["status"] == "complete" \
+            and out_dir.exists()
+        if not last_good:  # a finished run's record stays until this one finishes: it describes what is in place
+            _write_manifest(manifest_path, record)
         began = time.monotonic()
         try:
-            self._papermill(item.task, report)
+            self._papermill(item.task, report, folder.work if folder is not None else out_dir)
         except BaseException:
-            restored = folder.rollback(item.key) if folder is not None else None
-            if restored is not None:
-                _write_manifest(manifest_path, restored)
-                print(f"  the last good outputs of {item.task.name} are back in place; this run's work is kept "
-                      f"for a rerun with the same inputs", file=sys.stderr, flush=True)
+            if last_good:
+                print(f"  the outputs of {item.task.name}'s last good run are still in place; this run's work "
+                      f"waits in {folder.work} for a rerun with the same inputs", file=sys.stderr, flush=True)
             raise
         if self.html:
             _write_html(report, self.show_code)
+        if folder is not None:
+            folder.commit()
         previous = item.manifest["outputs"] if item.manifest and not stage.derived else None
         record.update(status="complete", finished_at=_now(), duration_s=round(time.monotonic() - began, 1),
                       outputs=record_outputs(out_dir, self.layout.root, previous))
         _write_manifest(manifest_path, record)
-        if folder is not None:
-            folder.commit()
 
-    def _papermill(self, task: Task, report: Path) -> None:
+    def _papermill(self, task: Task, report: Path, work_dir: Path) -> None:
         parameters = {
             "dataset": self.params.dataset,
             "params_path": str(Path(self.params.source_path).resolve()),
             "fold": task.fold,
             "runs_dir": str(Path(self.layout.runs_dir).resolve()),
             "reports_dir": str(Path(self.layout.reports_dir).resolve()),
+            "work_dir": str(Path(work_dir).resolve()),
         }
         report.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="image2reg-") as tmp:
@@ -455,7 +458,7 @@ class Runbook:
         report = self.layout.report(task.stage, task.fold)
         if report.exists():
             lines.append(f"  partially executed notebook: {report}")
-        lines.append(f"  manifest left 'started': {self.layout.manifest(task.stage, task.fold)}")
+        lines.append(f"  manifest: {self.layout.manifest(task.stage, task.fold)}")
         return "\n".join(lines)
 
     @staticmethod

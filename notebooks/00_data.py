@@ -37,6 +37,7 @@ params_path = None
 fold = None
 runs_dir = None
 reports_dir = None
+work_dir = None
 
 # %%
 import anndata as ad
@@ -58,7 +59,7 @@ from image2reg.data.report import (
 from image2reg.data.synthetic import CONTROL, synthesize_world
 from image2reg.notebook import setup_stage
 
-ctx = setup_stage("data", dataset, params_path, fold, runs_dir, reports_dir)
+ctx = setup_stage("data", dataset, params_path, fold, runs_dir, reports_dir, work_dir)
 data_params = ctx.stage_params
 raw = ctx.layout.raw
 print(f"dataset {dataset!r}, source {data_params.source!r}, raw folder {raw.root}")

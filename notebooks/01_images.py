@@ -29,6 +29,7 @@ params_path = None
 fold = None
 runs_dir = None
 reports_dir = None
+work_dir = None
 
 # %%
 import matplotlib.pyplot as plt
@@ -53,7 +54,7 @@ from image2reg.images.report import (
 from image2reg.layout import write_summary
 from image2reg.notebook import setup_stage
 
-ctx = setup_stage("images", dataset, params_path, fold, runs_dir, reports_dir)
+ctx = setup_stage("images", dataset, params_path, fold, runs_dir, reports_dir, work_dir)
 params = ctx.stage_params
 raw, out = ctx.layout.raw, ctx.out_dir
 images = read_image_table(raw)

@@ -32,6 +32,7 @@ params_path = None
 fold = None
 runs_dir = None
 reports_dir = None
+work_dir = None
 
 # %%
 
@@ -48,7 +49,7 @@ from image2reg.layout import write_json, write_parquet, write_summary, write_tex
 from image2reg.notebook import ground_truth, setup_stage
 from image2reg.profiling.features import nucleus_profiles
 
-ctx = setup_stage("screen", dataset, params_path, fold, runs_dir, reports_dir)
+ctx = setup_stage("screen", dataset, params_path, fold, runs_dir, reports_dir, work_dir)
 params = ctx.stage_params
 print(encoder_initialisation(params.model))
 images_dir = ctx.layout.stage_dir_of("images")

@@ -32,6 +32,7 @@ params_path = None
 fold = None
 runs_dir = None
 reports_dir = None
+work_dir = None
 
 # %%
 import matplotlib.pyplot as plt
@@ -58,7 +59,7 @@ from image2reg.config import encoder_initialisation
 from image2reg.layout import write_h5ad, write_parquet, write_summary
 from image2reg.notebook import cnn_inputs, setup_stage
 
-ctx = setup_stage("embeddings", dataset, params_path, fold, runs_dir, reports_dir)
+ctx = setup_stage("embeddings", dataset, params_path, fold, runs_dir, reports_dir, work_dir)
 params = ctx.stage_params
 print(encoder_initialisation(params.model))
 inputs = cnn_inputs(ctx)

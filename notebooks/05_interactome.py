@@ -33,6 +33,7 @@ params_path = None
 fold = None
 runs_dir = None
 reports_dir = None
+work_dir = None
 
 # %%
 import matplotlib.pyplot as plt
@@ -47,7 +48,7 @@ from image2reg.network.inference import module_recovery
 from image2reg.network.pruning import universe_edges
 from image2reg.notebook import ground_truth, impactful_genes, setup_stage
 
-ctx = setup_stage("interactome", dataset, params_path, fold, runs_dir, reports_dir)
+ctx = setup_stage("interactome", dataset, params_path, fold, runs_dir, reports_dir, work_dir)
 params, out, raw = ctx.stage_params, ctx.out_dir, ctx.layout.raw
 targets, truth = impactful_genes(ctx.layout), ground_truth(ctx.layout)
 print(f"{len(targets)} impactful genes from the screen")

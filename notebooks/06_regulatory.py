@@ -32,6 +32,7 @@ params_path = None
 fold = None
 runs_dir = None
 reports_dir = None
+work_dir = None
 
 # %%
 import matplotlib.pyplot as plt
@@ -45,7 +46,7 @@ from image2reg.layout import write_h5ad, write_parquet, write_summary
 from image2reg.network import regulatory, regulatory_report
 from image2reg.notebook import ground_truth, impactful_genes, setup_stage
 
-ctx = setup_stage("regulatory", dataset, params_path, fold, runs_dir, reports_dir)
+ctx = setup_stage("regulatory", dataset, params_path, fold, runs_dir, reports_dir, work_dir)
 params, layout = ctx.stage_params, ctx.layout
 nodes = pd.read_parquet(layout.artifact("interactome", "nodes"))
 edge_table = pd.read_parquet(layout.artifact("interactome", "edges"))

@@ -32,6 +32,7 @@ params_path = None
 fold = None
 runs_dir = None
 reports_dir = None
+work_dir = None
 
 # %%
 import anndata as ad
@@ -64,7 +65,7 @@ from image2reg.translation.report import (
 )
 from image2reg.translation.statistics import power_table
 
-ctx = setup_stage("translation", dataset, params_path, fold, runs_dir, reports_dir)
+ctx = setup_stage("translation", dataset, params_path, fold, runs_dir, reports_dir, work_dir)
 params, layout = ctx.stage_params, ctx.layout
 control = ctx.params.stage("screen").control
 targets, truth = impactful_genes(layout), ground_truth(layout)

@@ -37,6 +37,7 @@ params_path = None
 fold = None
 runs_dir = None
 reports_dir = None
+work_dir = None
 
 # %%
 import matplotlib.pyplot as plt
@@ -73,7 +74,7 @@ from image2reg.translation.validation_report import (
     validation_summary,
 )
 
-ctx = setup_stage("validation", dataset, params_path, fold, runs_dir, reports_dir)
+ctx = setup_stage("validation", dataset, params_path, fold, runs_dir, reports_dir, work_dir)
 params, layout = ctx.stage_params, ctx.layout
 print(encoder_initialisation(params.model))
 control = ctx.params.stage("screen").control if "screen" in ctx.params.stage_names() else "EMPTY"

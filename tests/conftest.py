@@ -39,6 +39,7 @@ params_path = None
 fold = None
 runs_dir = "runs"
 reports_dir = "reports"
+work_dir = None
 
 # %%
 from pathlib import Path

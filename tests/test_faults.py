@@ -25,7 +25,7 @@ import os, sys
 sys.path.insert(0, os.getcwd())
 from image2reg.execute import ExecutionParams, map_tasks
 from slow_work import write_slowly
-out = Path(runs_dir) / dataset / "00_data"
+out = Path(work_dir)
 out.mkdir(parents=True, exist_ok=True)
 (out / "group.txt").write_text(str(os.getpgid(0)))
 for _ in map_tasks(write_slowly, [(str(out), i) for i in range(2)], ExecutionParams(backend="processes", workers=2),
@@ -73,7 +73,7 @@ def _written(folder: Path) -> int:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_a_stopped_run_ends_its_kernel_and_workers_and_nothing_writes_after(make_project, cli_args, sig):
     root = make_project({"00_data": WORKERS})
-    out = root / "runs" / "smoke" / "00_data"
+    out = root / "runs" / "smoke" / ".00_data.work"
     temp_before = set(Path(tempfile.gettempdir()).glob("image2reg-*"))
     process = _start(root, cli_args)
     try:
@@ -100,7 +100,7 @@ def test_a_second_run_of_the_same_dataset_is_refused_naming_the_first(make_proje
     (root / "hold").touch()
     process = _start(root, cli_args)
     try:
-        wait_until(lambda: (root / "runs" / "smoke" / "00_data" / "resumed.txt").is_file(), process)
+        wait_until(lambda: (root / "runs" / "smoke" / ".00_data.work" / "resumed.txt").is_file(), process)
         assert run_cli(root, stages=DERIVED_DATA) == 2
         assert f"in use by PID {process.pid}" in capsys.readouterr().err
     finally:
@@ -111,19 +111,20 @@ def test_a_second_run_of_the_same_dataset_is_refused_naming_the_first(make_proje
     assert "taking over its lock" in capsys.readouterr().err
 
 
-def test_a_failed_rerun_puts_the_last_good_outputs_back(make_project, run_cli, capsys):
+def test_a_failed_rerun_leaves_the_last_good_outputs_in_place(make_project, run_cli, capsys):
     root = make_project({"00_data": RESUMABLE})
     assert run_cli(root, stages=DERIVED_DATA) == 0
     out = root / "runs" / "smoke" / "00_data"
     good = manifest(root)
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
     notebook = root / "notebooks" / "00_data.py"
     notebook.write_text(notebook.read_text() + '\n# %%\nraise ValueError("a broken input")\n')
     assert run_cli(root, stages=DERIVED_DATA) == 1
-    assert "the last good outputs of 00_data are back in place" in capsys.readouterr().err
-    assert (out / "done.txt").read_text() == "done" and (out / "resumed.txt").read_text() == "False"
-    assert manifest(root) == good  # the record of the last good run, not the failed one
-    partial = root / "runs" / "smoke" / ".partial" / "00_data"
-    assert (partial / "done.txt").is_file()  # the failed run's work waits for a rerun with the same key
+    assert "the outputs of 00_data's last good run are still in place" in capsys.readouterr().err
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before  # not even touched
+    assert manifest(root) == good  # the record of what is in place, not of the failed run
+    work = root / "runs" / "smoke" / ".00_data.work"
+    assert (work / "done.txt").is_file()  # the failed run's work waits for a rerun with the same key
     assert run_cli(root, "--list", stages=DERIVED_DATA) == 0
     assert "stale: notebook changed" in capsys.readouterr().out
 
@@ -136,7 +137,7 @@ def test_force_recomputes_from_an_empty_folder(make_project, run_cli):
     assert run_cli(root, "--force", stages=DERIVED_DATA) == 0
     assert (out / "resumed.txt").read_text() == "False"  # part 1 was not reused
     assert not (out / "extra.txt").exists()
-    assert not (root / "runs" / "smoke" / ".previous" / "00_data").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == [".lock", ".manifests", "00_data"]  # no work left
     assert json.loads((root / "runs" / "smoke" / ".manifests" / "00_data.json").read_text())["status"] == "complete"
 
 
@@ -206,7 +207,7 @@ def test_a_killed_stage_01_resumes_to_the_artifacts_of_an_uninterrupted_run(tmp_
                                 "images", "--no-html"], cwd=repo, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: any(runs["cut"].glob("01_images/shards/*/done")), process, timeout=120)
+        wait_until(lambda: any(runs["cut"].glob(".01_images.work/shards/*/done")), process, timeout=120)
         started = _descendants(process.pid)
         assert len(started) >= 3  # the kernel and its pool workers
         os.kill(process.pid, signal.SIGTERM)

@@ -12,7 +12,7 @@ import pytest
 from image2reg.stages import STAGES
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-INJECTED = {"dataset", "params_path", "fold", "runs_dir", "reports_dir"}
+INJECTED = {"dataset", "params_path", "fold", "runs_dir", "reports_dir", "work_dir"}
 SCRIPTS = sorted(NOTEBOOKS.glob("*.py"))
 
 

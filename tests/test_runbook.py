@@ -47,6 +47,7 @@ def recording_notebook(folder: str) -> str:
     return f"""
     out = Path(runs_dir) / dataset / "{folder}"
     out = out if fold is None else out / f"fold-{{fold}}"
+    out = Path(work_dir) if work_dir else out  # the runbook's work folder, swapped into place when done
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.txt").write_text(f"made with fold={{fold}}")
     (out / ".cache").write_text("hidden files are not outputs")
@@ -57,7 +58,7 @@ def recording_notebook(folder: str) -> str:
 
 # Resumable work: part 1 is skipped when present; the next cell waits while the file `hold` exists.
 RESUMABLE = """
-out = Path(runs_dir) / dataset / "00_data"
+out = Path(work_dir) if work_dir else Path(runs_dir) / dataset / "00_data"
 out.mkdir(parents=True, exist_ok=True)
 part = out / "part1.txt"
 resumed = part.exists()
@@ -371,7 +372,7 @@ def test_killed_run_is_interrupted_and_resumes_its_partial_work(make_project, ru
     process = subprocess.Popen([sys.executable, str(root / "drive.py"), *cli_args(root)], start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: (out_dir / "resumed.txt").is_file(), process)
+        wait_until(lambda: (out_dir.parent / ".00_data.work" / "resumed.txt").is_file(), process)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -394,7 +395,7 @@ def test_ctrl_c_stops_the_run_with_exit_code_130(make_project, cli_args):
     process = subprocess.Popen([sys.executable, str(root / "drive.py"), *cli_args(root)], start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: (root / "runs" / "smoke" / "00_data" / "resumed.txt").is_file(), process)
+        wait_until(lambda: (root / "runs" / "smoke" / ".00_data.work" / "resumed.txt").is_file(), process)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:

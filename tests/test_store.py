@@ -43,7 +43,8 @@ def test_unfinished_shard_blocks_consolidation_and_mismatch_is_refused(tmp_path)
 
 
 def test_a_new_crop_array_replaces_the_old_one_atomically_under_a_unique_name(tmp_path):
-    from image2reg.images.store import _exchange, _replace
+    from image2reg.images.store import _replace
+    from image2reg.outputs import exchange
 
     old, new = tmp_path / "nuclei.zarr", tmp_path / ".nuclei.zarr.abc"
     old.mkdir()
@@ -57,5 +58,5 @@ def test_a_new_crop_array_replaces_the_old_one_atomically_under_a_unique_name(tm
     a.mkdir()
     b.mkdir()
     (a / "x").touch()
-    if _exchange(a, b):  # Linux: the two folders traded places in one step
+    if exchange(a, b):  # Linux: the two folders traded places in one step
         assert (b / "x").exists() and not (a / "x").exists()

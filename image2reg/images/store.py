@@ -13,9 +13,7 @@ writes, in shard order:
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +23,7 @@ import pandas as pd
 import zarr
 
 from image2reg.layout import TaskFiles, artifact_name, atomic_path
+from image2reg.outputs import exchange
 
 CROPS = artifact_name("images", "crops")
 NUCLEI = "nuclei"  # the table key (of STAGE_FILES["images"]) with one row per crop
@@ -106,28 +105,13 @@ def _replace(new: Path, target: Path) -> None:
     if not target.exists():
         new.rename(target)
         return
-    if not _exchange(new, target):
+    if not exchange(new, target):
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
         old.rmdir()
         target.rename(old)
         new.rename(target)
         new = old
     shutil.rmtree(new)  # after the exchange ``new`` holds the previous array
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    return done == 0
 
 
 def open_crops(folder: Path) -> zarr.Array:
