@@ -50,7 +50,7 @@ from traitlets import CaselessStrEnum
 
 import image2reg
 from image2reg.config import ParamsError, load_params, params_path_for
-from image2reg.layout import RunLayout, find_project_root, write_text_atomic
+from image2reg.layout import RunLayout, artifact_name, find_project_root, write_text_atomic
 from image2reg.lock import FolderLock, LockHeldError
 from image2reg.outputs import TaskFolder, check_outputs, record_outputs
 from image2reg.reports import write_index
@@ -392,7 +392,7 @@ class Runbook:
         record = {
             "task": item.task.name, "stage": stage.id, "fold": fold,
             "key": item.key, "components": item.components, "status": "started",
-            "started_at": _now(), "finished_at": None, "duration_s": None, "report": str(report), "outputs": {},
+            "started_at": _now(), "finished_at": None, "duration_s": None, "report": report.name, "outputs": {},
         }
         manifest_path = self.layout.manifest(stage, fold)
         last_good = folder is not None and item.manifest is not None and item.manifest["status"] == "complete" \
@@ -411,6 +411,7 @@ class Runbook:
             _write_html(report, self.show_code)
         if folder is not None:
             folder.commit()
+        _print_bad_fields(out_dir)
         previous = item.manifest["outputs"] if item.manifest and not stage.derived else None
         record.update(status="complete", finished_at=_now(), duration_s=round(time.monotonic() - began, 1),
                       outputs=record_outputs(out_dir, self.layout.root, previous))
@@ -487,6 +488,24 @@ class Runbook:
         for item in planned:
             why = (item.reason or "forced (--force)") if item.runs else "up to date"
             print(f"  {'run ' if item.runs else 'skip'}  {item.task.name.ljust(width)}  {why}")
+
+
+def _print_bad_fields(folder: Path, shown: int = 10) -> None:
+    """Name in the console the raw fields a stage skipped as bad (its ``images.parquet`` tables' ``error``)."""
+    import pandas as pd  # here: only a finished stage with image tables needs it
+
+    for table in sorted(folder.rglob(artifact_name("images", "images"))):
+        if any(part.startswith(".") for part in table.relative_to(folder).parts):
+            continue
+        images = pd.read_parquet(table, columns=["image_path", "error"])
+        bad = images[images["error"] != ""]
+        if bad.empty:
+            continue
+        print(f"  {len(bad)} of {len(images)} fields skipped as bad (the error column of {table}):", flush=True)
+        for path, error in bad.head(shown).itertuples(index=False):
+            print(f"    {path}: {error}", flush=True)
+        if len(bad) > shown:
+            print(f"    ... and {len(bad) - shown} more", flush=True)
 
 
 def _exit_code(error: BaseException) -> int:

@@ -618,7 +618,7 @@ def test_stage_00_downloads_a_real_screen_then_lists_what_else_is_missing(galler
     path.write_text(yaml.safe_dump(params))
     code = main(["--params", str(path), "--runs-dir", str(tmp_path / "runs"),
                  "--reports-dir", str(tmp_path / "reports"),
-                 "--no-html"], root=Path(__file__).resolve().parents[1])
+                 "--no-html", "--stages", "data"], root=Path(__file__).resolve().parents[1])
     err = capsys.readouterr().err
     raw = RawLayout(tmp_path / "runs" / "rohban" / "raw")
     images = read_image_table(raw)

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
+from test_runbook import content_key
 
 from image2reg.config import load_params
 
@@ -233,8 +234,8 @@ def test_validation_of_a_real_dataset_reads_its_own_images_and_the_reference_run
     assert checked["reference"] == "smoke" and "oracle_both_true_top5" not in checked  # no truth for real data
     assert (checked["training_genes"], checked["test_genes"]) == (reference["training_genes"], reference["test_genes"])
     inputs = json.loads((runs / "other" / ".manifests" / "08_validation.json").read_text())["components"]["inputs"]
-    recorded = json.loads((runs / "smoke" / ".manifests" / "06_regulatory.json").read_text())["key"]
-    assert inputs["smoke:06_regulatory"] == recorded and "06_regulatory" not in inputs
+    recorded = json.loads((runs / "smoke" / ".manifests" / "06_regulatory.json").read_text())
+    assert inputs["smoke:06_regulatory"] == content_key(recorded) and "06_regulatory" not in inputs
 
 
 def test_without_image_labels_every_target_gets_the_one_autoencoder_and_replicates_are_scored(cnn_run, run_cli):
@@ -270,3 +271,53 @@ def test_a_second_run_skips_every_stage(cnn_run, run_cli, capsys):
     assert run_cli(copy, "--stages", *CNN_STAGES, "--no-html", root=REPO) == 0
     out = capsys.readouterr().out
     assert out.count("skipped (up to date)") == len(CNN_STAGES)
+
+
+def test_a_screen_stopped_inside_its_worker_pool_resumes_to_the_uninterrupted_runs_results(cnn_run, cli_args,
+                                                                                             run_cli):
+    """Stage 02 on a process pool, stopped (SIGTERM) once a model is done: no process of the run is left,
+    the last outputs stay in place, and the rerun's results equal the uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_faults import _alive, _descendants
+    from test_runbook import wait_until
+
+    workdir, code = cnn_run
+    assert code == 0
+    copy = workdir.parent / "cnn_stages_stopped"
+    copy.mkdir()
+    shutil.copytree(workdir / "params", copy / "params")
+    for folder in ("raw", "01_images", "02_screen", ".manifests"):
+        shutil.copytree(workdir / "runs" / "smoke" / folder, copy / "runs" / "smoke" / folder, symlinks=True)
+    params = yaml.safe_load((copy / "params" / "smoke.yml").read_text())
+    params["stages"]["screen"]["execution"] = {"backend": "processes", "workers": 2}  # a pool to stop
+    (copy / "params" / "smoke.yml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = (copy / "runs" / "smoke" / "02_screen" / "screen_results.parquet").read_bytes()
+    work = copy / "runs" / "smoke" / ".02_screen.work"
+    process = subprocess.Popen([sys.executable, str(REPO / "runbook.py"), *cli_args(copy), "--stages", "screen",
+                                "--no-html"], cwd=REPO, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(work.glob("models/**/done.json")), process, timeout=300)
+        started = _descendants(process.pid)
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in started), "processes of the stopped run outlive it"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130
+    assert (copy / "runs" / "smoke" / "02_screen" / "screen_results.parquet").read_bytes() == before
+    assert run_cli(copy, "--stages", "screen", "--no-html", root=REPO) == 0
+    for name in ("screen_results", "specificity", "skipped_genes"):
+        pd.testing.assert_frame_equal(pd.read_parquet(copy / "runs" / "smoke" / "02_screen" / f"{name}.parquet"),
+                                      pd.read_parquet(workdir / "runs" / "smoke" / "02_screen" / f"{name}.parquet"))
+    assert ((copy / "runs" / "smoke" / "02_screen" / "impactful_genes.txt").read_text()
+            == (workdir / "runs" / "smoke" / "02_screen" / "impactful_genes.txt").read_text())

@@ -262,3 +262,25 @@ def test_a_runs_folder_copied_elsewhere_is_up_to_date_and_its_fields_are_found(t
     cutter = RegionCutter({field["image_path"].iat[0]: str(field["Metadata_Plate"].iat[0])},
                           {str(field["Metadata_Plate"].iat[0]): None}, size=32, base=images_dir)
     assert tuple(cutter.cut(field).shape) == (1, 1, 32, 32)
+
+
+@pytest.mark.slow  # stages 00-01 of the smoke world through the runbook
+def test_a_truncated_field_is_named_in_the_console_and_skipped(tmp_path, run_cli, capsys):
+    import shutil
+
+    import pandas as pd
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "params").mkdir()
+    params = (repo / "params" / "smoke.yml").read_text()
+    params = params.replace("    crop_size: 64\n", "    crop_size: 64\n    max_bad_fraction: 0.1\n")  # 1 of 18 bad
+    (tmp_path / "params" / "smoke.yml").write_text(params)
+    assert run_cli(tmp_path, "--stages", "data", "--no-html", root=repo) == 0
+    victim = sorted((tmp_path / "runs" / "smoke" / "raw" / "images").rglob("*.tif"))[3]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # truncated, as by a full disk
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--stages", "images", "--no-html", root=repo) == 0
+    out = capsys.readouterr().out
+    assert "1 of " in out and "fields skipped as bad" in out and victim.name in out
+    images = pd.read_parquet(tmp_path / "runs" / "smoke" / "01_images" / "images.parquet")
+    assert images.loc[images["error"] != "", "image_path"].str.endswith(victim.name).tolist() == [True]
