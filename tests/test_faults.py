@@ -266,7 +266,6 @@ def test_a_runs_folder_copied_elsewhere_is_up_to_date_and_its_fields_are_found(t
 
 @pytest.mark.slow  # stages 00-01 of the smoke world through the runbook
 def test_a_truncated_field_is_named_in_the_console_and_skipped(tmp_path, run_cli, capsys):
-    import shutil
 
     import pandas as pd
 
