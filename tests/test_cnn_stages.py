@@ -277,14 +277,7 @@ def test_a_screen_stopped_inside_its_worker_pool_resumes_to_the_uninterrupted_ru
                                                                                              run_cli):
     """Stage 02 on a process pool, stopped (SIGTERM) once a model is done: no process of the run is left,
     the last outputs stay in place, and the rerun's results equal the uninterrupted run's."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from test_faults import _alive, _descendants
-    from test_runbook import wait_until
+    from test_faults import stop_run_inside
 
     workdir, code = cnn_run
     assert code == 0
@@ -298,21 +291,8 @@ def test_a_screen_stopped_inside_its_worker_pool_resumes_to_the_uninterrupted_ru
     (copy / "params" / "smoke.yml").write_text(yaml.safe_dump(params, sort_keys=False))
     before = (copy / "runs" / "smoke" / "02_screen" / "screen_results.parquet").read_bytes()
     work = copy / "runs" / "smoke" / ".02_screen.work"
-    process = subprocess.Popen([sys.executable, str(REPO / "runbook.py"), *cli_args(copy), "--stages", "screen",
-                                "--no-html"], cwd=REPO, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: any(work.glob("models/**/done.json")), process, timeout=300)
-        started = _descendants(process.pid)
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
-        deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(_alive(pid) for pid in started), "processes of the stopped run outlive it"
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    process = stop_run_inside([*cli_args(copy), "--stages", "screen", "--no-html"], REPO,
+                              lambda: any(work.glob("models/**/done.json")), timeout=300)
     assert process.returncode == 130
     assert (copy / "runs" / "smoke" / "02_screen" / "screen_results.parquet").read_bytes() == before
     assert run_cli(copy, "--stages", "screen", "--no-html", root=REPO) == 0

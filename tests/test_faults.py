@@ -185,6 +185,27 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def stop_run_inside(stage_args: list[str], root: Path, ready, timeout: float = 120) -> subprocess.Popen:
+    """Start the runbook CLI (``stage_args``) in its own session, SIGTERM it once ``ready()`` holds, and check
+    that no process it started (its kernel, pool workers, resource tracker) is alive 10 s later."""
+    process = subprocess.Popen([sys.executable, str(root / "runbook.py"), *stage_args], cwd=root,
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(ready, process, timeout=timeout)
+        started = _descendants(process.pid)
+        assert len(started) >= 2, "no kernel and workers to stop"
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in started), "processes of the stopped run outlive it"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    return process
+
+
 @pytest.mark.slow  # stage 01 of the smoke world three times
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_killed_stage_01_resumes_to_the_artifacts_of_an_uninterrupted_run(tmp_path, run_cli, cli_args):
@@ -203,22 +224,8 @@ def test_a_killed_stage_01_resumes_to_the_artifacts_of_an_uninterrupted_run(tmp_
         runs[name] = tmp_path / name / "runs" / "smoke"
     assert run_cli(tmp_path / "whole", "--stages", "data", "images", "--no-html", root=repo) == 0
     assert run_cli(tmp_path / "cut", "--stages", "data", "--no-html", root=repo) == 0
-    process = subprocess.Popen([sys.executable, str(repo / "runbook.py"), *cli_args(tmp_path / "cut"), "--stages",
-                                "images", "--no-html"], cwd=repo, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: any(runs["cut"].glob(".01_images.work/shards/*/done")), process, timeout=120)
-        started = _descendants(process.pid)
-        assert len(started) >= 3  # the kernel and its pool workers
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(_alive(pid) for pid in started), "processes of the stopped run outlive it"
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    stop_run_inside([*cli_args(tmp_path / "cut"), "--stages", "images", "--no-html"], repo,
+                    lambda: any(runs["cut"].glob(".01_images.work/shards/*/done")))
     assert run_cli(tmp_path / "cut", "--stages", "images", "--no-html", root=repo) == 0
 
     whole, cut = runs["whole"] / "01_images", runs["cut"] / "01_images"
