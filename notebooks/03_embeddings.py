@@ -149,7 +149,8 @@ if gene_coordinates is not None:  # None: too few genes to lay out
 # ## Phenotypic activity (mean average precision, `copairs`)
 #
 # Field-of-view profiles (mean embedding of a field's nuclei, standardised against the control's
-# fields) of each perturbation are retrieved against the control's: mAP near 1 when a
+# fields embedded by the same fold model: each model's embeddings live in a space of their own) of
+# each perturbation are retrieved against the control's: mAP near 1 when a
 # perturbation's fields are all more similar to each other than to any control field. Positive
 # pairs must come from different wells, so that a well's own look does not count. The same is
 # done with the classical profiles of the same nuclei.

@@ -263,3 +263,50 @@ def test_field_activity_finds_the_shifted_condition_from_nucleus_values() -> Non
     activity = field_activity(np.array(values), pd.DataFrame(rows), "EMPTY", seed=0)
     assert activity.loc["MOVED", "active"] and not activity.loc["SAME", "active"]
     assert activity.loc["MOVED", "mean_average_precision"] > 0.9 > activity.loc["SAME", "mean_average_precision"]
+
+
+def _model_spaces(offset: float, spaces: int = 4) -> tuple[np.ndarray, pd.DataFrame]:
+    """Fields of EMPTY, MOVED (shifted) and SAME, each embedded by one of ``spaces`` models whose spaces differ
+    by random offsets of norm ``offset`` (as separately trained fold models do); every condition has fields in
+    every space."""
+    rng = np.random.default_rng(7)
+    offsets = rng.normal(size=(spaces, 6))
+    offsets *= offset / np.linalg.norm(offsets, axis=1, keepdims=True)
+    rows, values = [], []
+    for gene, shift in (("EMPTY", 0.0), ("MOVED", 0.8), ("SAME", 0.0)):
+        for well in range(4):
+            for site in range(4):
+                space = (well * 4 + site) % spaces
+                for _ in range(5):
+                    rows.append({"image_path": f"{gene}/{well}/{site}.tif", "Metadata_Gene": gene,
+                                 "Metadata_Plate": "P1", "Metadata_Well": f"{gene}{well}", "model": f"fold-{space}"})
+                    values.append(rng.normal(shift, 1.0, 6) + offsets[space])
+    return np.array(values), pd.DataFrame(rows)
+
+
+def test_field_activity_scales_each_field_within_its_own_model_space() -> None:
+    from image2reg.profiling.activity import field_activity
+
+    values, obs = _model_spaces(offset=8.0)
+    pooled = field_activity(values, obs, "EMPTY", seed=0)  # one control mean for both spaces
+    per_model = field_activity(values, obs, "EMPTY", seed=0, model="model")
+    assert not pooled.loc["MOVED", "active"]  # the offset between the spaces swamps the shift
+    assert per_model.loc["MOVED", "active"] and not per_model.loc["SAME", "active"]
+    assert per_model.loc["MOVED", "mean_average_precision"] > pooled.loc["MOVED", "mean_average_precision"] + 0.2
+    # one space: the per-model scaling is the pooled one
+    same, obs_same = _model_spaces(offset=0.0)
+    pd.testing.assert_frame_equal(field_activity(same, obs_same.assign(model="fold-0"), "EMPTY", seed=0,
+                                                 model="model"), field_activity(same, obs_same, "EMPTY", seed=0))
+
+
+def test_field_activity_names_a_model_without_control_fields() -> None:
+    from image2reg.profiling.activity import field_activity
+
+    values, obs = _model_spaces(offset=0.0)
+    obs.loc[(obs["Metadata_Gene"] == "EMPTY"), "model"] = "fold-0"
+    obs.loc[(obs["Metadata_Gene"] != "EMPTY") & (obs["model"] == "fold-0"), "model"] = "fold-2"
+    with pytest.raises(ValueError, match="model 'fold-(1|2)' embedded no field of the control 'EMPTY'"):
+        field_activity(values, obs, "EMPTY", model="model")
+    obs.loc[0, "model"] = "fold-9"  # one nucleus of a field from another model
+    with pytest.raises(ValueError, match="holds nuclei of several models"):
+        field_activity(values, obs, "EMPTY", model="model")

@@ -179,7 +179,7 @@ def field_nuclei() -> tuple[ad.AnnData, pd.DataFrame]:
         for well in range(3):
             for field in range(2):
                 rows += [{"Metadata_Gene": gene, "Metadata_Plate": "P1", "Metadata_Well": f"{gene}{well}",
-                          "image_path": f"{gene}{well}_{field}.tif"}] * 4
+                          "image_path": f"{gene}{well}_{field}.tif", "model": f"fold-{field}"}] * 4
     obs = pd.DataFrame(rows)
     obs["nucleus"] = np.arange(100, 100 + len(obs))
     shift = (obs["Metadata_Gene"] == "A").to_numpy()[:, None] * 3.0
@@ -204,6 +204,9 @@ def test_embedding_activity_scores_embeddings_and_imputed_classical_profiles():
     expected = field_activity(values, nuclei.obs.reset_index(drop=True), "EMPTY", seed=2)
     assert activity["mean_average_precision_classical"].to_dict() == expected["mean_average_precision"].to_dict()
     assert activity["active_classical"].to_dict() == expected["active"].to_dict()
+    # the embeddings are scaled within each fold model's space, the classical profiles (one space) are not
+    within = field_activity(np.asarray(nuclei.X), nuclei.obs.reset_index(drop=True), "EMPTY", seed=2, model="model")
+    assert activity["mean_average_precision"].to_dict() == within["mean_average_precision"].to_dict()
     with pytest.raises(KeyError, match="1 embedded nuclei have no classical profile"):
         embedding_activity(nuclei, profiles.drop(index=profiles.index[3]), "EMPTY")
 

@@ -262,8 +262,9 @@ def embedding_activity(nuclei: ad.AnnData, profiles: pd.DataFrame, control: str,
     Parameters
     ----------
     nuclei
-        Nucleus embeddings (``obs``: ``nucleus``, ``image_path``, ``Metadata_Gene``, ``Metadata_Plate``,
-        ``Metadata_Well``).
+        Nucleus embeddings (``obs``: ``nucleus``, ``model``, ``image_path``, ``Metadata_Gene``,
+        ``Metadata_Plate``, ``Metadata_Well``); each field is scaled against the control fields embedded by
+        the same ``model``, as embeddings of different models live in different spaces.
     profiles
         The classical profiles (stage 02), indexed by nucleus; non-finite values are replaced by their
         feature's ``numpy.nanmedian`` over the embedded nuclei.
@@ -280,7 +281,8 @@ def embedding_activity(nuclei: ad.AnnData, profiles: pd.DataFrame, control: str,
     absent = pd.Index(obs["nucleus"]).difference(profiles.index)
     if len(absent):
         raise KeyError(f"{len(absent)} embedded nuclei have no classical profile, e.g. {list(absent[:5])}")
-    activity = field_activity(np.asarray(nuclei.X), obs, control, seed=seed)
+    # each fold model embedded the fields it held out, in a space of its own: scale within each model's space
+    activity = field_activity(np.asarray(nuclei.X), obs, control, seed=seed, model="model")
     values = profiles.loc[obs["nucleus"].to_numpy()].to_numpy(np.float64)
     values = np.where(np.isfinite(values), values, np.nanmedian(values, axis=0))
     classical = field_activity(values, obs, control, seed=seed)

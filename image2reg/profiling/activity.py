@@ -305,19 +305,45 @@ def _group_keys(groups: Sequence | np.ndarray | pd.Series | pd.DataFrame, n: int
     return _labels(groups, n, "groups")
 
 
-def field_activity(values: np.ndarray, obs: pd.DataFrame, control: str, seed: int = 0) -> pd.DataFrame:
+def field_activity(values: np.ndarray, obs: pd.DataFrame, control: str, seed: int = 0,
+                   model: str | None = None) -> pd.DataFrame:
     """Phenotypic activity of each condition from field-of-view profiles.
 
     Each field's profile is the mean of its nuclei's ``values`` (rows in the order of ``obs``, which has
     ``image_path``, ``Metadata_Gene``, ``Metadata_Plate`` and ``Metadata_Well``), standardised against the
     control's fields; :func:`phenotypic_activity` then retrieves each condition's fields against the
     control's, positive pairs from different wells.
+
+    Embeddings are comparable only within the model that made them. With ``model`` (an ``obs`` column naming
+    the model that embedded each nucleus, e.g. the fold model that held its field out), every field is
+    standardised against the control fields *of its own model*, so the offsets between separately trained
+    embedding spaces do not swamp the conditions' differences; without it (one space, e.g. classical
+    features) against all control fields.
+
+    Raises
+    ------
+    ValueError
+        A field embedded by more than one model, or a model without control fields (both named).
     """
     fields, meta = well_profiles(values, obs, by=("image_path",), condition="Metadata_Gene")
-    wells = obs.groupby("image_path", observed=True)[["Metadata_Plate", "Metadata_Well"]].first()
+    columns = ["Metadata_Plate", "Metadata_Well"] + ([model] if model else [])
+    per_field = obs.groupby("image_path", observed=True)
+    wells = per_field[columns].first()
     meta = meta.join(wells, on="image_path")
-    reference = fields[(meta["Metadata_Gene"] == control).to_numpy()]
-    spread = reference.std(axis=0)
-    scaled = (fields - reference.mean(axis=0)) / np.where(spread > 0, spread, 1)
+    spaces = np.zeros(len(meta), dtype=int) if not model else pd.factorize(meta[model].astype(str))[0]
+    if model:
+        mixed = per_field[model].nunique()
+        if (mixed > 1).any():
+            raise ValueError(f"field {mixed.index[mixed > 1][0]} holds nuclei of several models ({model})")
+    scaled = np.empty_like(fields)
+    is_control = (meta["Metadata_Gene"] == control).to_numpy()
+    for space in np.unique(spaces):
+        members = spaces == space
+        reference = fields[members & is_control]
+        if not len(reference):
+            name = meta.loc[members, model].iat[0] if model else "all"
+            raise ValueError(f"model {name!r} embedded no field of the control {control!r}: nothing to scale by")
+        spread = reference.std(axis=0)
+        scaled[members] = (fields[members] - reference.mean(axis=0)) / np.where(spread > 0, spread, 1)
     return phenotypic_activity(scaled, meta["Metadata_Gene"].to_numpy(), control=control,
                                groups=meta[["Metadata_Plate", "Metadata_Well"]], seed=seed)
