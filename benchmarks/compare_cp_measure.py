@@ -48,12 +48,11 @@ import pandas as pd
 import tifffile
 from matplotlib.image import imread
 from scipy import ndimage
-from skimage import segmentation
 
 from image2reg.config import load_params
 from image2reg.images.nuclei import crop_nuclei, measure_nuclei
 from image2reg.images.pipeline import segmenter
-from image2reg.images.segmentation import match_labels
+from image2reg.images.segmentation import labels_from_outlines, match_labels
 from image2reg.layout import RunLayout
 from image2reg.profiling.activity import well_profiles
 from image2reg.profiling.features import _crop_features
@@ -95,19 +94,6 @@ COMPARED = ("sizeshape", "intensity", "texture", "radial_distribution")
 # ---------------------------------------------------------------------------------------------- fields
 
 
-def regions_from_outlines(outlines: np.ndarray) -> np.ndarray:
-    """CellProfiler's nucleus outline image -> one label per nucleus (its inside plus its outline)."""
-    on_outline = outlines > 0
-    inside, _ = ndimage.label(~on_outline)
-    sizes = np.bincount(inside.ravel())
-    sizes[0] = 0
-    inside[inside == np.argmax(sizes)] = 0  # the background: the one component around all nuclei
-    inside, _, _ = segmentation.relabel_sequential(inside)
-    labels = segmentation.expand_labels(inside, 1)
-    labels[~(on_outline | (inside > 0))] = 0
-    return labels
-
-
 def real_fields(limit: int) -> list[dict]:
     """The fields: name, image (float64, CellProfiler's scale), CellProfiler's labels, table rows, channel."""
     fields = []
@@ -122,7 +108,7 @@ def real_fields(limit: int) -> list[dict]:
     image = tifffile.imread(JUMP / "images" / "orig" / "r01c01f01p01-ch5sk1fk1fl1.tiff").astype(np.float64) / SCALE
     outlines = imread(JUMP / "images" / "outlines" / "r01c01f01p01-ch5sk1fk1fl1_nuclei_outlines.png")
     fields.append({"dataset": "JUMP", "name": "BR00117006 A01 s1", "image": image,
-                   "labels": regions_from_outlines(outlines).astype(np.int32), "cp": jump, "channel": "DNA",
+                   "labels": labels_from_outlines(outlines).astype(np.int32), "cp": jump, "channel": "DNA",
                    "cp_count": int(jump["Image_Count_Nuclei"].dropna().iloc[0])})
     # JUMP first when fewer fields are asked for: it is the only field of its kind
     return ([fields[-1]] + fields[:-1])[:limit]

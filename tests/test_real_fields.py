@@ -13,14 +13,12 @@ import pytest
 import tifffile
 from conftest import REPO, real_file
 from PIL import Image
-from scipy import ndimage
-from skimage import segmentation
 
 from image2reg.config import load_params
 from image2reg.images.io import ImageReadError, bit_depth, read_field
 from image2reg.images.nuclei import filter_nuclei, measure_nuclei
 from image2reg.images.pipeline import segmenter
-from image2reg.images.segmentation import match_labels
+from image2reg.images.segmentation import labels_from_outlines, match_labels
 
 JUMP_DNA = "cytodataframe/tests/data/cytotable/JUMP_plate_BR00117006/images/orig/r01c01f01p01-ch5sk1fk1fl1.tiff"
 JUMP_OUTLINES = ("cytodataframe/tests/data/cytotable/JUMP_plate_BR00117006/images/outlines/"
@@ -31,19 +29,6 @@ HT29_DNA = "cellprofiler_examples/ExampleHuman/images/AS_09125_050116030001_D03f
 
 def jump_images_params():
     return load_params(REPO / "params" / "jump.yml").stages.images
-
-
-def regions_from_outlines(outlines: np.ndarray) -> np.ndarray:
-    """CellProfiler's nucleus outline image -> one label per nucleus (its inside plus its outline)."""
-    on_outline = outlines > 0
-    inside, _ = ndimage.label(~on_outline)
-    sizes = np.bincount(inside.ravel())
-    sizes[0] = 0
-    inside[inside == np.argmax(sizes)] = 0  # the background: the one component around all nuclei
-    inside, _, _ = segmentation.relabel_sequential(inside)
-    labels = segmentation.expand_labels(inside, 1)
-    labels[~(on_outline | (inside > 0))] = 0
-    return labels
 
 
 def test_the_reader_decodes_the_lzw_jump_field():
@@ -59,7 +44,7 @@ def test_the_jump_field_segments_like_cellprofiler():
     image = read_field(real_file(JUMP_DNA))
     cp_count = int(pd.read_parquet(real_file(JUMP_CP_TABLE), columns=["Image_Count_Nuclei"])
                    ["Image_Count_Nuclei"].dropna().iloc[0])
-    cp_regions = regions_from_outlines(np.asarray(Image.open(real_file(JUMP_OUTLINES))))
+    cp_regions = labels_from_outlines(np.asarray(Image.open(real_file(JUMP_OUTLINES))))
     assert cp_count == cp_regions.max() == 188
 
     params = jump_images_params()

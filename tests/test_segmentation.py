@@ -316,3 +316,17 @@ def test_make_segmenter_picks_and_checks_a_method(tmp_path):
         make_segmenter("classical", smoothing=2.0)
     with pytest.raises(ValueError, match="unknown segmentation method 'unet'"):
         make_segmenter("unet")
+
+
+def test_labels_from_outlines_gives_each_outlined_nucleus_its_inside_and_outline():
+    from image2reg.images.segmentation import labels_from_outlines
+
+    outlines = np.zeros((12, 12), dtype=np.uint8)
+    outlines[1:6, 1] = outlines[1:6, 5] = outlines[1, 1:6] = outlines[5, 1:6] = 255  # a 5×5 square ring
+    outlines[7:11, 7] = outlines[7:11, 10] = outlines[7, 7:11] = outlines[10, 7:11] = 255  # a 4×4 ring
+    labels = labels_from_outlines(outlines)
+    assert sorted(np.unique(labels)) == [0, 1, 2]
+    # the inside and the outline (reached from the inside by one pixel, so not the ring's corners)
+    assert (labels[2:5, 1:6] == labels[3, 3]).all() and (labels[1:6, 2:5] == labels[3, 3]).all()
+    assert (labels[8:10, 7:11] == labels[8, 8]).all() and labels[1, 1] == 0
+    assert labels[3, 3] != labels[8, 8] and labels[0, 0] == 0 and labels[6, 6] == 0

@@ -457,3 +457,19 @@ def _read_supplied_mask(image: np.ndarray, mask_path: str | Path | None = None) 
 def _segment_cellpose(model: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
                       mask_path: str | Path | None = None) -> np.ndarray:
     return model(image)
+
+
+def labels_from_outlines(outlines: np.ndarray) -> np.ndarray:
+    """CellProfiler's nucleus outline image (``SaveImages`` of ``OutlineObjects``) as a label image: one label per
+    nucleus, its inside plus its outline; the one component around all nuclei is the background."""
+    from skimage.segmentation import expand_labels, relabel_sequential
+
+    on_outline = outlines > 0
+    inside, _ = ndimage.label(~on_outline)
+    sizes = np.bincount(inside.ravel())
+    sizes[0] = 0
+    inside[inside == np.argmax(sizes)] = 0
+    inside, _, _ = relabel_sequential(inside)
+    labels = expand_labels(inside, 1)
+    labels[~(on_outline | (inside > 0))] = 0
+    return labels
