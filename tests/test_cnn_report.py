@@ -31,6 +31,7 @@ from image2reg.cnn.report import (
     ranked_screen,
     read_histories,
     screened_genes,
+    training_history,
     truth_check,
 )
 from image2reg.layout import TaskFiles
@@ -281,3 +282,12 @@ def test_training_epochs_and_activity_bars_draw_every_model_and_perturbation():
     assert [patch.get_height() for patch in ax.patches] == pytest.approx([0.9, 0.2, 0.4, 0.1])
     assert [label.get_text() for label in ax.get_xticklabels()] == ["A", "B"]
     matplotlib.pyplot.close("all")
+
+
+def test_training_history(tmp_path):
+    with pytest.raises(FileNotFoundError, match="task .* has not been trained"):
+        training_history(tmp_path)
+    (tmp_path / TaskFiles.TRAINING).mkdir()
+    pd.DataFrame({"epoch": [0, 1], "val_loss": [1.0, 0.5]}).to_csv(tmp_path / TaskFiles.TRAINING / TaskFiles.HISTORY,
+                                                                   index=False)
+    assert training_history(tmp_path)["val_loss"].tolist() == [1.0, 0.5]

@@ -48,7 +48,6 @@ from image2reg.translation.validation_report import (
     screen_genes,
     second_screen_embeddings,
     second_screen_genes,
-    training_history,
     training_per_cluster,
     transfer_fit_predict,
     transfer_oracle,
@@ -280,15 +279,6 @@ def test_screen_genes_by_fields_of_usable_nuclei():
     assert split.usable["QC_pass"].all() and len(split.usable) == 6
     with pytest.raises(ValueError, match="no QC-passing nuclei of the control 'NT'"):
         screen_genes(nuclei, ["A"], ["A"], 2, "NT")
-
-
-def test_training_history(tmp_path):
-    with pytest.raises(FileNotFoundError, match="has not trained"):
-        training_history(tmp_path)
-    (tmp_path / TaskFiles.TRAINING).mkdir()
-    pd.DataFrame({"epoch": [0, 1], "val_loss": [1.0, 0.5]}).to_csv(tmp_path / TaskFiles.TRAINING / TaskFiles.HISTORY,
-                                                                   index=False)
-    assert training_history(tmp_path)["val_loss"].tolist() == [1.0, 0.5]
 
 
 def test_second_screen_embeddings_average_trained_and_unseen_nuclei(monkeypatch, tmp_path):

@@ -159,15 +159,17 @@ def multiclass_summary(metrics: pd.DataFrame) -> dict[str, Any]:
             "baseline_bac_mean": metrics["baseline_test_balanced_accuracy"].mean()}
 
 
+def training_history(folder: str | Path, name: str | None = None) -> pd.DataFrame:
+    """The epoch-by-epoch training history of a CNN task folder (its ``training`` folder's history)."""
+    path = Path(folder) / TaskFiles.TRAINING / TaskFiles.HISTORY
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: task {name or Path(folder).name} has not been trained; run it first")
+    return pd.read_csv(path)
+
+
 def read_histories(tasks: Sequence[EmbeddingTask]) -> dict[str, pd.DataFrame]:
     """The training history (one row per epoch) of each finished task, by task name."""
-    histories = {}
-    for task in tasks:
-        path = task.folder / TaskFiles.TRAINING / TaskFiles.HISTORY
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: task {task.name} has not been trained; run it first")
-        histories[task.name] = pd.read_csv(path)
-    return histories
+    return {task.name: training_history(task.folder, task.name) for task in tasks}
 
 
 def confusion_table(true: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> pd.DataFrame:

@@ -186,7 +186,6 @@ def segmentation_examples(qc: pd.DataFrame, fields: pd.DataFrame, functions: dic
         Seed of the draw of fields.
     n
         Fields to draw (fewer when fewer pass QC).
-
     folder
         The folder of ``qc`` (stage 01's), when its ``image_path`` values are stored relative to it.
 
@@ -195,15 +194,14 @@ def segmentation_examples(qc: pd.DataFrame, fields: pd.DataFrame, functions: dic
     SegmentationExamples
     """
     segment = segmenter(params)
-    qc = _absolute(qc, folder)
-    passing = qc[qc["QC_pass"]].sample(min(n, int(qc["QC_pass"].sum())), random_state=seed)
+    passing = _passing_sample(qc, folder, n, seed)
     mask_paths = fields.set_index("image_path").get("mask_path", pd.Series(dtype=str))
     images, labels, masks = [], [], []
     for row in passing.itertuples():
         corrected = corrected_field(read_field(row.image_path), functions.get(str(row.Metadata_Plate)))
         images.append(corrected)
         labels.append(segment(corrected, mask_paths.get(row.image_path)))
-        truth_mask = raw.masks / str(row.Metadata_Plate) / row.image_path.rsplit("/", 1)[-1]
+        truth_mask = _truth_mask(raw, row.Metadata_Plate, row.image_path)
         masks.append(tifffile.imread(truth_mask) if truth_mask.is_file() else None)
     titles = [f"{r.Metadata_Gene} {r.Metadata_Well} s{r.Metadata_Site}" for r in passing.itertuples()]
     return SegmentationExamples(images, labels, titles, masks if all(m is not None for m in masks) else None)
@@ -239,7 +237,6 @@ def score_segmentation(qc: pd.DataFrame, raw: RawLayout, illumination: dict[str,
         Seed of the draw of fields.
     n
         Fields to score (fewer when fewer pass QC).
-
     folder
         The folder of ``qc`` (stage 01's), when its ``image_path`` values are stored relative to it.
 
@@ -250,10 +247,8 @@ def score_segmentation(qc: pd.DataFrame, raw: RawLayout, illumination: dict[str,
     """
     if not raw.world.is_file() or params.segmentation.method == "masks":
         return None
-    qc = _absolute(qc, folder)
-    scored = qc[qc["QC_pass"]].sample(min(n, int(qc["QC_pass"].sum())), random_state=seed)
-    truth_paths = [raw.masks / str(plate) / path.rsplit("/", 1)[-1]
-                   for plate, path in zip(scored["Metadata_Plate"], scored["image_path"])]
+    scored = _passing_sample(qc, folder, n, seed)
+    truth_paths = [_truth_mask(raw, plate, path) for plate, path in zip(scored["Metadata_Plate"], scored["image_path"])]
     scores = evaluate_segmentation(scored, truth_paths, illumination, params)
     tp, fp, fn = scores["tp"].sum(), scores["fp"].sum(), scores["fn"].sum()
     return SegmentationScore(scores, overall_f1(scores), tp / max(tp + fp, 1), tp / max(tp + fn, 1),
@@ -298,8 +293,15 @@ def images_summary(preprocessing: dict, segmentation: SegmentationScore | None) 
     return summary
 
 
-def _absolute(table: pd.DataFrame, folder: str | Path | None) -> pd.DataFrame:
-    """``table`` with its ``image_path`` as the files it names (paths stored relative to ``folder``)."""
+def _passing_sample(qc: pd.DataFrame, folder: str | Path | None, n: int, seed: int) -> pd.DataFrame:
+    """Up to ``n`` random QC-passing fields of ``qc``, their ``image_path`` as the files it names (paths stored
+    relative to ``folder``)."""
+    passing = qc[qc["QC_pass"]].sample(min(n, int(qc["QC_pass"].sum())), random_state=seed)
     if folder is None:
-        return table
-    return table.assign(image_path=[str(stored_path(path, folder)) for path in table["image_path"]])
+        return passing
+    return passing.assign(image_path=[str(stored_path(path, folder)) for path in passing["image_path"]])
+
+
+def _truth_mask(raw: RawLayout, plate, image_path: str) -> Path:
+    """The synthetic world's true mask of a field: ``raw.masks/<plate>/<file name>``."""
+    return raw.masks / str(plate) / Path(image_path).name

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anndata as ad
@@ -130,14 +129,6 @@ def screen_genes(nuclei: pd.DataFrame, impactful: Sequence[str], interactome: Se
     test = [g for g in interactome if g not in set(impactful) and fields_per.get(g, 0) >= 1]
     short = [g for g in impactful if g in members and 0 < fields_per.get(g, 0) < needed]
     return ScreenGenes(usable=usable, train=train, test=test, short=short, needed=needed)
-
-
-def training_history(folder: str | Path) -> pd.DataFrame:
-    """The epoch-by-epoch training history of a CNN task (its ``training`` folder's history), one row per epoch."""
-    path = Path(folder) / TaskFiles.TRAINING / TaskFiles.HISTORY
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the task has not trained")
-    return pd.read_csv(path)
 
 
 @dataclass(frozen=True)
