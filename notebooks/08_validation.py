@@ -46,8 +46,8 @@ from IPython.display import display
 
 from image2reg import plotting
 from image2reg.cnn.embed import EmbeddingTask, run_embedding_task
-from image2reg.cnn.splits import min_fields
 from image2reg.cnn.report import training_history
+from image2reg.cnn.splits import min_fields
 from image2reg.cnn.tasks import encoder_spec
 from image2reg.config import encoder_initialisation
 from image2reg.data.synthetic import render_second_screen, second_screen_plan, world_shifts
