@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from image2reg.layout import write_text_atomic
+
 _CHUNK = 1 << 20
 
 
@@ -134,25 +136,31 @@ class TaskFolder:
         if self.work.exists():
             shutil.rmtree(self.work)
         self.work.mkdir(parents=True)
-        _write(self._key, key)
+        write_text_atomic(self._key, key)
         return ("starting from an empty folder; the last outputs stay in place until this run completes"
                 if self.final.exists() else "starting from an empty folder")
 
     def commit(self) -> None:
         """The run succeeded: its work folder becomes ``final`` in one step, and the old outputs go."""
         self._key.unlink(missing_ok=True)
-        if not self.final.exists():
-            self.work.rename(self.final)
-            return
-        if not exchange(self.work, self.final):
-            old = self.final.parent / f".{self.final.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            self.final.rename(old)
-            self.work.rename(self.final)
-            shutil.rmtree(old)
-            return
-        shutil.rmtree(self.work)  # after the exchange it holds the old outputs
+        replace_folder(self.work, self.final)
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put folder ``new`` at ``target`` with no moment without a folder there: an atomic exchange of the two
+    (:func:`exchange`), then the old one deleted; where the exchange is unsupported, two renames."""
+    if not target.exists():
+        new.rename(target)
+        return
+    if exchange(new, target):
+        shutil.rmtree(new)  # after the exchange it holds the old folder
+        return
+    old = target.parent / f".{target.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old)
 
 
 def exchange(a: Path, b: Path) -> bool:
@@ -167,13 +175,6 @@ def exchange(a: Path, b: Path) -> bool:
         return False
     at_fdcwd, rename_exchange = -100, 2
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _read(path: Path) -> str | None:

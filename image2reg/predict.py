@@ -57,6 +57,7 @@ from image2reg.images.pipeline import illumination_path, preprocess_images
 from image2reg.layout import RunLayout, TaskFiles, artifact_name, atomic_path, find_project_root, write_json
 from image2reg.lock import FolderLock, LockHeldError
 from image2reg.notebook import impactful_genes
+from image2reg.outputs import file_hash
 from image2reg.stages import stage_by_name
 from image2reg.translation.features import InputSettings, unit_rows
 from image2reg.translation.inputs import model_block
@@ -149,8 +150,7 @@ def query_fields(images: str | Path | list[Path]) -> tuple[pd.DataFrame, dict[st
 def file_sha256(path: str | Path) -> str | None:
     """The SHA-256 of a file's bytes (hex); None when the file cannot be opened (a broken link, no permission)."""
     try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        return file_hash(Path(path))
     except OSError:
         return None
 

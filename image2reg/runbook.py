@@ -180,6 +180,7 @@ class Runbook:
     html: bool = True
     show_code: bool = False
     package: str = field(default_factory=package_fingerprint)
+    _checks: dict = field(default_factory=dict, init=False, repr=False)  # output checks, once per manifest version
 
     def configured(self) -> list[Stage]:
         """The stages the params file runs, in run order."""
@@ -277,11 +278,10 @@ class Runbook:
     def _check(self, manifest: dict[str, Any], layout: RunLayout | None = None) -> tuple[str | None, str | None]:
         """:func:`image2reg.outputs.check_outputs` of a manifest's outputs, once per manifest version and run."""
         root = (layout or self.layout).root
-        cache = self.__dict__.setdefault("_checks", {})
         token = (str(root), manifest["task"], manifest.get("finished_at"), manifest["key"])
-        if token not in cache:
-            cache[token] = check_outputs(manifest["outputs"], root)
-        return cache[token]
+        if token not in self._checks:
+            self._checks[token] = check_outputs(manifest["outputs"], root)
+        return self._checks[token]
 
     def _components(self, task: Task, effective: dict[Task, str]) -> dict[str, Any]:
         notebook = self.notebook(task.stage)

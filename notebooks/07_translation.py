@@ -197,7 +197,6 @@ if params.grid_search:
 summary = translation_summary(targets=len(data.targets), candidates=n_genes, left_out=left_out, main=main,
                               table=table, p_values=p_values, power=power, max_k=max_k, auc_ks=params.auc_ks,
                               oracle=oracle, replicates=replicates, grid=grid)
-write_summary(summary, layout.artifact("translation", "summary"))
 
 # %% [markdown]
 # ## The predict command on held-out conditions
@@ -220,4 +219,4 @@ if truth is not None and params.query_fields:
           f"({fraction:.0%}; random {10 / n_genes:.0%}); median rank {held_out['predict_median_rank']:g} of {n_genes}")
     display(queries.sort_values("rank"))
     summary.update(held_out)
-    write_summary(summary, layout.artifact("translation", "summary"))
+write_summary(summary, layout.artifact("translation", "summary"))

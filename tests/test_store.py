@@ -43,8 +43,8 @@ def test_unfinished_shard_blocks_consolidation_and_mismatch_is_refused(tmp_path)
 
 
 def test_a_new_crop_array_replaces_the_old_one_atomically_under_a_unique_name(tmp_path):
-    from image2reg.images.store import _replace
     from image2reg.outputs import exchange
+    from image2reg.outputs import replace_folder as _replace
 
     old, new = tmp_path / "nuclei.zarr", tmp_path / ".nuclei.zarr.abc"
     old.mkdir()

@@ -30,6 +30,7 @@ from image2reg.cnn.screen import select_impactful, specificity_scores
 from image2reg.data.metadata import genes_to_screen
 from image2reg.layout import TaskFiles
 from image2reg.profiling.activity import field_activity
+from image2reg.profiling.projection import umap_2d
 
 #: The columns of stage 03's metrics table shown in its report.
 MULTICLASS_COLUMNS = ["model", "n_train", "n_val", "n_test", "best_epoch", "epochs", "val_balanced_accuracy",
@@ -237,13 +238,10 @@ def nucleus_umap(values: np.ndarray, *, max_nuclei: int, n_neighbors: int,
     sample, coordinates
         The sampled rows (sorted positions) and their ``(len(sample), 2)`` UMAP coordinates.
     """
-    import umap  # numba compiles on first import: only when a UMAP is drawn
-
     n = values.shape[0]
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(max_nuclei, n), replace=False))
-    coordinates = umap.UMAP(n_neighbors=n_neighbors, random_state=seed, n_jobs=1).fit_transform(values[sample])
-    return sample, coordinates
+    return sample, umap_2d(values[sample], n_neighbors, seed)
 
 
 def gene_umap(shifts: pd.DataFrame, seed: int) -> np.ndarray | None:
@@ -251,10 +249,7 @@ def gene_umap(shifts: pd.DataFrame, seed: int) -> np.ndarray | None:
     None with fewer than 5 perturbations, too few to lay out."""
     if len(shifts) < 5:
         return None
-    import umap  # numba compiles on first import: only when a UMAP is drawn
-
-    return umap.UMAP(n_neighbors=min(10, len(shifts) - 1), random_state=seed, n_jobs=1,
-                     metric="cosine").fit_transform(shifts.to_numpy())
+    return umap_2d(shifts.to_numpy(), 10, seed, metric="cosine")
 
 
 def embedding_activity(nuclei: ad.AnnData, profiles: pd.DataFrame, control: str, seed: int = 0) -> pd.DataFrame:

@@ -23,7 +23,7 @@ import pandas as pd
 import zarr
 
 from image2reg.layout import TaskFiles, artifact_name, atomic_path
-from image2reg.outputs import exchange
+from image2reg.outputs import replace_folder
 
 CROPS = artifact_name("images", "crops")
 NUCLEI = "nuclei"  # the table key (of STAGE_FILES["images"]) with one row per crop
@@ -87,7 +87,7 @@ def consolidate(folder: Path, shard_ids: Sequence[str], crop_size: int, tables: 
         if size:
             crops[start:start + size] = np.load(shard_dir(folder, shard) / TaskFiles.SHARD_CROPS, allow_pickle=False)
             start += size
-    _replace(tmp, folder / CROPS)
+    replace_folder(tmp, folder / CROPS)
 
     for name in tables:
         table = pd.concat([pd.read_parquet(shard_dir(folder, s) / _table_file(name)) for s in shard_ids],
@@ -97,21 +97,6 @@ def consolidate(folder: Path, shard_ids: Sequence[str], crop_size: int, tables: 
         with atomic_path(folder / _table_file(name)) as path:
             table.to_parquet(path, index=False)
     return total
-
-
-def _replace(new: Path, target: Path) -> None:
-    """Put folder ``new`` at ``target`` with no moment without a folder there: an atomic exchange of the two
-    (Linux ``renameat2(RENAME_EXCHANGE)``), then the old one deleted; where that is missing, two renames."""
-    if not target.exists():
-        new.rename(target)
-        return
-    if not exchange(new, target):
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        old.rmdir()
-        target.rename(old)
-        new.rename(target)
-        new = old
-    shutil.rmtree(new)  # after the exchange ``new`` holds the previous array
 
 
 def open_crops(folder: Path) -> zarr.Array:

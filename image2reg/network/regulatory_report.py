@@ -30,6 +30,7 @@ from image2reg.layout import RunLayout
 from image2reg.network.gae import node_features
 from image2reg.network.inference import module_recovery
 from image2reg.network.regulatory import GaeTask, run_gae_task
+from image2reg.profiling.projection import umap_2d
 
 #: Kinds of models of stage 06 that are trained on all genes (the first model and its replicate splits).
 ALL_GENES_KINDS = ("all", "replicate")
@@ -167,11 +168,7 @@ def embedding_clusters(embeddings: np.ndarray, n_clusters: int) -> np.ndarray:
 
 def umap_coordinates(embeddings: np.ndarray, n_neighbors: int, seed: int) -> np.ndarray:
     """2-D UMAP of the unit-length embeddings (cosine metric); ``n_neighbors`` capped at one less than the rows."""
-    import umap  # numba compiles on first import: only where a UMAP is drawn
-
-    embeddings = np.asarray(embeddings)
-    return umap.UMAP(n_neighbors=min(n_neighbors, len(embeddings) - 1), metric="cosine",
-                     random_state=seed).fit_transform(normalize(embeddings))
+    return umap_2d(normalize(np.asarray(embeddings)), n_neighbors, seed, metric="cosine")
 
 
 def embedding_table(embeddings: np.ndarray, nodes: pd.DataFrame, image_labels: np.ndarray | None,
