@@ -118,6 +118,17 @@ def build_world(folder: Path, field_size: int, nuclei_per_field: int, sites_per_
     return out
 
 
+def benchmark_images(args: argparse.Namespace, folder: Path) -> tuple[Path, str]:
+    """The stage-01 folder a benchmark runs on, and where it comes from: ``args.images_dir``, or else a smoke world
+    with ``args``'s field geometry built in ``folder`` (:func:`build_world`)."""
+    if args.images_dir is not None:
+        return args.images_dir, str(args.images_dir)
+    started = time.perf_counter()
+    images_dir = build_world(folder, args.field_size, args.nuclei_per_field, args.sites_per_well)
+    return images_dir, (f"synthetic (params/smoke.yml, {args.field_size} px fields, ~{args.nuclei_per_field} "
+                        f"nuclei each), stage 01 built in {time.perf_counter() - started:.0f} s")
+
+
 def training_table(images_dir: Path, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str | None]]:
     """Nucleus table, a one-fold split table with every usable nucleus in ``train`` (random labels), illumination."""
     nuclei = pd.read_parquet(images_dir / artifact_name("images", "nuclei"))
@@ -334,14 +345,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="image2reg-bench-"))
     results: list[dict] = []
     try:
-        started = time.perf_counter()
-        if args.images_dir is None:
-            images_dir = build_world(folder, args.field_size, args.nuclei_per_field, args.sites_per_well)
-            origin = (f"synthetic (params/smoke.yml, {args.field_size} px fields, ~{args.nuclei_per_field} "
-                      f"nuclei each), stage 01 built in {time.perf_counter() - started:.0f} s")
-        else:
-            images_dir = args.images_dir
-            origin = str(images_dir)
+        images_dir, origin = benchmark_images(args, folder)
         nuclei, splits, illumination = training_table(images_dir, params.seed)
         n_fields = nuclei.loc[splits.index, FIELD].nunique()
         started = time.perf_counter()

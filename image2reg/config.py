@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from image2reg.execute import ExecutionParams
-from image2reg.layout import resolve_path
+from image2reg.layout import artifact_name, resolve_path
 from image2reg.stages import STAGES, stage_by_name
 
 
@@ -243,6 +243,14 @@ class ImagesStageParams(StrictModel):
     segmentation: SegmentationParams
     filters: NucleusFilterParams
     crop_size: int = Field(ge=16)
+    crop_scaling: Literal["nucleus_max", "plate_percentile"] = Field(
+        default="nucleus_max",
+        description="crop intensities: nucleus_max scales each crop to its brightest pixel (the reference; hides "
+                    "DNA content), plate_percentile scales all crops of a plate by one percentile of its corrected "
+                    "fields (keeps DNA content)")
+    crop_percentile: float = Field(default=99.99, gt=0, le=100,
+                                   description="plate_percentile: the percentile of a field's pixels mapped to 255 "
+                                               "(median over up to 24 sampled fields of the plate)")
     shard_size: int = Field(ge=1, description="fields per resumable unit of work")
     max_bad_fraction: float = Field(
         default=0.05, ge=0, le=1,
@@ -296,12 +304,62 @@ class ModelParams(StrictModel):
     region_size: int = Field(default=448, ge=16, description="side (px) of the field patch centred on the nucleus")
     pretrained: str | None = Field(default=None, description="local torchvision ResNet18 ImageNet weights file "
                                                              "(resnet18-f37072fd.pth; relative to the params file's "
-                                                             "folder), as the reference; null: train from scratch")
+                                                             "folder), as the reference; self_supervised: the "
+                                                             "pretrain stage's encoder; null: train from scratch")
 
     @model_validator(mode="after")
     def _distinct_branches(self) -> ModelParams:
         if len(set(self.branches)) != len(self.branches):
             raise ValueError(f"branches are listed more than once: {list(self.branches)}")
+        return self
+
+
+#: ``model.pretrained`` naming the weights of the run's own self-supervised pretraining stage.
+SELF_SUPERVISED = "self_supervised"
+#: Outputs of each branch's ``fc`` in the stages' models (:class:`image2reg.cnn.ensemble.ImageEnsemble`).
+ENSEMBLE_BRANCH_DIM = 512
+
+
+class PretrainStageParams(StrictModel):
+    """Optional stage: self-supervised pretraining of the nucleus encoder on every nucleus of the screen.
+
+    SimCLR-style contrastive learning: two augmented views of each nucleus must find each other among
+    the batch. The views differ by a random shift (and, with ``crop_scale`` below 1, a crop-and-resize,
+    which zooms), one of the square's eight symmetries and a little pixel noise; brightness and contrast
+    are never jittered and nothing is blurred, so that DNA content and chromatin texture stay what tells
+    nuclei apart. The trunk it learns initialises the
+    stages whose ``model.pretrained`` is ``self_supervised``; its ``input_size`` and ``width`` must be
+    theirs.
+    """
+
+    input_size: int = Field(default=64, ge=16, description="side (px) crops are resized to, as the stages' models")
+    width: int = Field(default=8, ge=1, description="channels of ResNet18's first stage, as the stages' models")
+    branch_dim: int = Field(default=ENSEMBLE_BRANCH_DIM, ge=2,
+                            description="outputs of the trunk's fc; the stages' models need 512 to load it")
+    projection_dim: int = Field(default=64, ge=2, description="output of the projection head the loss sees")
+    temperature: float = Field(default=0.2, gt=0, description="NT-Xent temperature")
+    crop_scale: tuple[float, float] = Field(default=(1.0, 1.0),
+                                            description="area fraction of the random crop-and-resize of each view "
+                                                        "(below 1 it zooms, which hides nuclear size)")
+    max_shift: float = Field(default=0.125, ge=0, lt=0.5,
+                             description="largest translation of each view, as a fraction of the crop's side")
+    noise_sd: float = Field(default=0.02, ge=0,
+                            description="SD of the pixel noise added to each view, in [0, 1] intensity units")
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=256, ge=4, description="nuclei per batch (2 views each)")
+    learning_rate: float = Field(default=1e-3, gt=0, description="AdamW learning rate (cosine decay)")
+    weight_decay: float = Field(default=1e-4, ge=0)
+    max_nuclei: int | None = Field(default=200_000, ge=2,
+                                   description="nuclei drawn (seeded) from the screen; null: all of them")
+    seed: int = Field(default=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int | None = Field(default=None, ge=1, description="threads (null: torch's default)")
+
+    @model_validator(mode="after")
+    def _crop_scale(self) -> PretrainStageParams:
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(self.crop_scale)}")
         return self
 
 
@@ -608,6 +666,7 @@ class StagesParams(StrictModel):
 
     data: DataStageParams | None = None
     images: ImagesStageParams | None = None
+    pretrain: PretrainStageParams | None = None
     screen: ScreenStageParams | None = None
     embeddings: EmbeddingStageParams | None = None
     loto: LotoStageParams | None = None
@@ -814,29 +873,54 @@ class PretrainedWeightsError(FileNotFoundError):
     """A params file asks for pretrained encoder weights that are not on disk; the message names key and file."""
 
 
-def resolve_pretrained(params: RunParams, stage: str) -> RunParams:
+def resolve_pretrained(params: RunParams, stage: str, self_supervised: Path | None = None) -> RunParams:
     """The params with the stage's ``model.pretrained`` made absolute, after checking the file exists.
 
     A relative path is taken relative to the params file's folder (``../weights/resnet18-f37072fd.pth``
-    in ``params/rohban.yml`` is ``weights/`` of the project). Stages without a ``model`` block, and
-    ``pretrained: null`` (training from scratch), are returned unchanged.
+    in ``params/rohban.yml`` is ``weights/`` of the project). ``self_supervised`` names the encoder of
+    the run's own pretraining stage, whose file is the ``self_supervised`` argument; its trunk must have
+    the stage's ``width`` and ``input_size``. Stages without a ``model`` block, and ``pretrained: null``
+    (training from scratch), are returned unchanged.
 
     Raises
     ------
     PretrainedWeightsError
-        Naming the params file, the key and the missing file, with where to download it and how to
-        train from scratch instead: before any training starts.
+        Naming the params file, the key and the missing file, with where to download it (or which stage
+        makes it) and how to train from scratch instead: before any training starts.
+    ValueError
+        ``self_supervised`` without a ``pretrain`` block, or with another width or input size than it.
     """
     block = getattr(params.stages, stage, None)
     model = getattr(block, "model", None)
     if not isinstance(model, ModelParams) or model.pretrained is None:
         return params  # no image encoder (translation's ``model`` names its regression)
-    path = params_relative(params, model.pretrained)
-    if not path.is_file():
-        raise PretrainedWeightsError(
-            f"{params._where()}: stages.{stage}.model.pretrained names {model.pretrained}, but {path} does not exist. "
-            f"Download torchvision's ImageNet ResNet18 weights once ({RESNET18_IMAGENET_URL}) to that path, or set "
-            f"stages.{stage}.model.pretrained: null to train the encoder from scratch (not the reference's setting)")
+    key = f"stages.{stage}.model.pretrained"
+    if model.pretrained == SELF_SUPERVISED:
+        pretrain = params.stages.pretrain
+        if pretrain is None:
+            raise ValueError(f"{params._where()}: {key} is {SELF_SUPERVISED}, but the file has no 'pretrain' block "
+                             "(the self-supervised pretraining stage): add one, or name ImageNet weights or null")
+        differing = [name for name in ("width", "input_size") if getattr(pretrain, name) != getattr(model, name)]
+        if pretrain.branch_dim != ENSEMBLE_BRANCH_DIM:
+            differing.append("branch_dim")
+        if differing:
+            raise ValueError(f"{params._where()}: stages.{stage}.model and stages.pretrain differ in "
+                             + ", ".join(f"{name} ({getattr(model, name, ENSEMBLE_BRANCH_DIM)} vs "
+                                         f"{getattr(pretrain, name)})" for name in differing)
+                             + ": the pretrained trunk would not fit")
+        path = self_supervised
+        if path is None or not Path(path).is_file():
+            raise PretrainedWeightsError(
+                f"{params._where()}: {key} is {SELF_SUPERVISED}, but the pretraining stage's encoder "
+                f"{path} does not exist: run stage 01b (python runbook.py --dataset {params.dataset} --stages "
+                f"01b) first, or set {key}: null to train the encoder from scratch")
+    else:
+        path = params_relative(params, model.pretrained)
+        if not path.is_file():
+            raise PretrainedWeightsError(
+                f"{params._where()}: {key} names {model.pretrained}, but {path} does not exist. Download "
+                f"torchvision's ImageNet ResNet18 weights once ({RESNET18_IMAGENET_URL}) to that path, or set "
+                f"{key}: null to train the encoder from scratch (not the reference's setting)")
     resolved = block.model_copy(update={"model": model.model_copy(update={"pretrained": str(path)})})
     return params.model_copy(update={"stages": params.stages.model_copy(update={stage: resolved})})
 
@@ -847,10 +931,14 @@ def params_relative(params: RunParams, value: str) -> Path:
 
 
 def encoder_initialisation(model: ModelParams) -> str:
-    """One line for a report: how the image encoder starts (ImageNet weights from a file, or from scratch)."""
+    """One line for a report: how the image encoder starts (pretrained weights from a file, or from scratch)."""
     if model.pretrained is None:
         return ("encoder initialisation: random, trained from scratch (model.pretrained: null; the reference "
                 "fine-tunes ImageNet weights)")
+    weights = Path(model.pretrained)
+    if model.pretrained == SELF_SUPERVISED or (weights.name == artifact_name("pretrain", "encoder")
+                                               and weights.parent.name == stage_by_name("pretrain").id):
+        return f"encoder initialisation: self-supervised pretraining on the screen's nuclei ({model.pretrained})"
     return f"encoder initialisation: ImageNet weights from {model.pretrained}"
 
 

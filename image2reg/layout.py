@@ -31,7 +31,9 @@ os.umask(_UMASK)
 #: What each derived stage writes into its folder: stage name → {key: file or folder name}.
 STAGE_FILES: dict[str, dict[str, str]] = {
     "images": {"images": "images.parquet", "nuclei": "nuclei.parquet", "nuclei_dropped": "nuclei_dropped.parquet",
-               "crops": "nuclei.zarr", "shards": "shards", "illumination": "illumination", "summary": "summary.json"},
+               "crops": "nuclei.zarr", "shards": "shards", "illumination": "illumination",
+               "crop_scales": "crop_scales.json", "summary": "summary.json"},
+    "pretrain": {"encoder": "encoder.pt", "training": "training", "probe": "probe.parquet", "summary": "summary.json"},
     "screen": {"profiles": "profiles.parquet", "models": "models", "skipped_genes": "skipped_genes.parquet",
                "screen_results": "screen_results.parquet", "specificity": "specificity.parquet",
                "impactful_genes": "impactful_genes.txt", "truth_check": "truth_check.json", "summary": "summary.json"},
@@ -91,6 +93,7 @@ class TaskFiles:
     GAE_HISTORY = "history.parquet"
     SHARD_DONE = "done"  #: marks a finished shard of stage 01
     SHARD_CROPS = "crops.npy"
+    PRETRAIN_NUCLEI = "nuclei.npy"  #: the rows of the crop array a self-supervised pretraining draws from
 
 
 def find_project_root(start: str | Path | None = None) -> Path:

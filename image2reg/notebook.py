@@ -82,13 +82,13 @@ def setup_stage(
     params = load_params(params_path or params_path_for(dataset, root))
     if params.dataset != dataset:
         raise ValueError(f"{params.source_path} is for dataset '{params.dataset}', not '{dataset}'")
-    params = resolve_pretrained(params, found.name)
     layout = RunLayout(
         dataset=dataset,
         runs_dir=Path(runs_dir) if runs_dir else root / "runs",
         reports_dir=Path(reports_dir) if reports_dir else root / "reports",
         work=None if work_dir is None or not found.derived else (found.id, fold, str(work_dir)),
     )
+    params = resolve_pretrained(params, found.name, layout.artifact("pretrain", "encoder"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     pd.set_option("display.max_columns", None)  # wide tables are shown whole (the HTML reports scroll them)
     pd.set_option("display.width", 200)

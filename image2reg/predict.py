@@ -155,7 +155,8 @@ def file_sha256(path: str | Path) -> str | None:
         return None
 
 
-def query_key(paths: list[Path], images_fingerprint: str, weights: dict[str, Path]) -> tuple[str, dict]:
+def query_key(paths: list[Path], images_fingerprint: str, weights: dict[str, Path],
+              crop_scale: float | None = None) -> tuple[str, dict]:
     """The key of a query's cached preprocessing: what the cached work and the answer depend on.
 
     Parameters
@@ -166,6 +167,8 @@ def query_key(paths: list[Path], images_fingerprint: str, weights: dict[str, Pat
         The preprocessing params' fingerprint (:meth:`image2reg.config.RunParams.fingerprint` of ``images``).
     weights
         The trained models used (name → weights file).
+    crop_scale
+        The screen's crop intensity scale the query's crops get (:func:`screen_crop_scale`), or None.
 
     Returns
     -------
@@ -181,7 +184,7 @@ def query_key(paths: list[Path], images_fingerprint: str, weights: dict[str, Pat
                         for p in sorted(paths, key=lambda p: Path(p).name)],
               "images_params": images_fingerprint,
               "models": {name: file_sha256(path) for name, path in sorted(weights.items())},
-              "version": image2reg.__version__}
+              "crop_scale": crop_scale, "version": image2reg.__version__}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest(), record
 
 
@@ -190,6 +193,16 @@ def _size(path: str | Path) -> int | None:
         return Path(path).stat().st_size
     except OSError:
         return None
+
+
+def screen_crop_scale(layout: RunLayout, params: ImagesStageParams) -> float | None:
+    """The crop intensity scale of a query with ``crop_scaling: plate_percentile``: the median of the screen's
+    plate scales (a query's fields hold one condition and no control, so they cannot set their own); None for
+    ``nucleus_max``."""
+    if params.crop_scaling != "plate_percentile":
+        return None
+    scales = _needs(layout, "images", lambda: json.loads(layout.artifact("images", "crop_scales").read_text()))
+    return float(np.median(list(scales.values())))
 
 
 def cached_preprocessing(fields: pd.DataFrame, work: Path, params: ImagesStageParams, key: str, record: dict
@@ -229,7 +242,9 @@ def cached_preprocessing(fields: pd.DataFrame, work: Path, params: ImagesStagePa
             pass
     partial = work / f".{key}.partial"
     # bad fields are skipped whatever their share: predict stops only when none is usable (in _rank)
-    preprocess_images(fields, partial, params, progress_bar=False, max_bad_fraction=1.0)
+    scale = record.get("crop_scale")
+    preprocess_images(fields, partial, params, progress_bar=False, max_bad_fraction=1.0,
+                      intensity_scales=None if scale is None else {QUERY_PLATE: scale})
     changed = [entry["name"] for entry in record["files"]
                if file_sha256(Path(record["folder"]) / entry["name"]) != entry["sha256"]]
     if changed:  # the cache must hold what its key says
@@ -425,7 +440,8 @@ def predict_condition(images: str | Path, *, dataset: str = "demo", params_path:
         fields, unreadable = query_fields(paths)
         trained = encoders(layout, params, model)  # before the preprocessing: a stage not run is said at once
         key, record = query_key(paths, params.fingerprint("images"),
-                                {encoder.name: encoder.weights for encoder in trained})
+                                {encoder.name: encoder.weights for encoder in trained},
+                                screen_crop_scale(layout, params.stage("images")))
         prepared, reused = cached_preprocessing(fields, work, params.stage("images"), key, record)
         return _rank(prepared, trained, params, model, len(paths), unreadable, key, reused)
 

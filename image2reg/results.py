@@ -32,6 +32,10 @@ from image2reg.stages import STAGES, Stage
 STAGE_NOTES: dict[str, str] = {
     "data": "The raw inputs and the screen's inventory are in the stage's report.",
     "images": "Fields of view read and kept by QC, nuclei segmented and kept by the filters, crops written.",
+    "pretrain": "Self-supervised pretraining of the nucleus encoder: the last epoch's contrastive loss and how often "
+                "a view finds its partner; then, for a sample of nuclei, the cross-validated R² of a linear "
+                "read-out of each group of classical features from the pretrained trunk's embeddings, against "
+                "the same network with random weights.",
     "screen": "A gene's specificity score is its mean test balanced accuracy against the control over the folds "
               "(chance 0.5); the genes above the knee of the ranking are the impactful ones; the classical "
               "features' score is the same test on classical features.",
@@ -63,6 +67,8 @@ P_VALUES: dict[str, str] = {"p_random": "random genes", "p_permuted": "shuffled 
 SPREAD_SUFFIXES = ("_sd", "_min", "_max", "_ci_low", "_ci_high", "_hits_needed_random", "_hits_needed_paired")
 #: Comparisons named outright, per stage: model key → {companion key: label}.
 COMPARISONS: dict[str, dict[str, dict[str, str]]] = {
+    "pretrain": {f"probe_r2_{group}": {f"probe_r2_{group}_random": "random weights"}
+                 for group in ("shape", "intensity", "texture", "radial")},
     "screen": {"specificity_mean": {"chance": "chance", "baseline_mean": "classical features"},
                "specificity_impactful_mean": {"chance": "chance"}},
     "embeddings": {"test_bac_mean": {"chance": "chance", "baseline_bac_mean": "classical features"},
@@ -136,8 +142,8 @@ def read_results(layout: RunLayout, stages: Sequence[Stage] = STAGES) -> list[St
     list of StageResult
         ``summary`` with the summary's values; without one, ``no summary`` when the runbook recorded the
         stage as complete (a stage whose notebook writes none), ``unfinished`` when its folder or manifest
-        is there (running, interrupted or failed), and ``not run`` otherwise; ``none written`` for a stage
-        that has no summary artifact at all (the data stage).
+        is there (running, interrupted or failed), and ``not run`` otherwise (an optional stage not run is
+        left out); ``none written`` for a stage that has no summary artifact at all (the data stage).
     """
     results = []
     for stage in stages:
@@ -150,8 +156,10 @@ def read_results(layout: RunLayout, stages: Sequence[Stage] = STAGES) -> list[St
             continue
         manifest = layout.manifest(stage)
         status = json.loads(manifest.read_text()).get("status") if manifest.is_file() else None
-        results.append(StageResult(stage, "no summary" if status == "complete" else "unfinished"
-                                   if status is not None or path.parent.is_dir() else "not run"))
+        state = ("no summary" if status == "complete" else "unfinished"
+                 if status is not None or path.parent.is_dir() else "not run")
+        if not (stage.optional and state == "not run"):  # an optional stage the run left out is not listed
+            results.append(StageResult(stage, state))
     return results
 
 

@@ -221,8 +221,8 @@ class Runbook:
                 if name in configured:
                     continue
                 source = next((other for other in self.stages if other.name == name), None)
-                if source is None:
-                    continue  # a stage list without it (tests): nothing to check
+                if source is None or source.optional:
+                    continue  # a stage list without it (tests), or a stage its readers can do without
                 layout = reference if reference is not None and name in stage.reference_inputs else self.layout
                 folds = range(self.params.folds) if source.per_fold else [None]
                 manifests = [_read_manifest(layout.manifest(source, fold)) for fold in folds]

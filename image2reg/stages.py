@@ -6,6 +6,7 @@ A ``derived`` stage writes only regenerable artifacts under ``runs/<dataset>/<NN
 runbook may clear them before a rerun with changed inputs; the data stage is not derived because
 its folder holds the raw data of real datasets, which is never deleted. ``reference_inputs`` are
 inputs read from another dataset's runs when the stage's params name one (``reference: rohban``).
+An ``optional`` stage may be left out of a params file: the stages that read it then run without it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Stage:
     inputs: tuple[str, ...] = ()
     derived: bool = True
     reference_inputs: tuple[str, ...] = ()
+    optional: bool = False  #: its readers run without it when the params leave it out
 
     @property
     def id(self) -> str:
@@ -33,12 +35,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("00", "data", "Data: synthesize the demo world or check the raw inputs", derived=False),
     Stage("01", "images", "Image preprocessing: illumination, QC, segmentation, nucleus filters, crops",
           inputs=("data",)),
+    Stage("01b", "pretrain", "Self-supervised pretraining of the nucleus encoder on every nucleus (optional)",
+          inputs=("images",), optional=True),
     Stage("02", "screen", "Specificity screen: one binary CNN per gene and fold against the control",
-          inputs=("images",)),
+          inputs=("images", "pretrain")),
     Stage("03", "embeddings", "Multi-class CNN on the impactful genes: k-fold nucleus and gene embeddings",
-          inputs=("images", "screen")),
+          inputs=("images", "pretrain", "screen")),
     Stage("04", "loto", "Leave-one-target-out CNNs: gene perturbation embeddings of unseen targets",
-          inputs=("images", "screen")),
+          inputs=("images", "pretrain", "screen")),
     Stage("05", "interactome", "Gene–gene interactome: PPI and expression → prize-collecting Steiner tree",
           inputs=("data", "screen")),
     Stage("06", "regulatory", "Regulatory gene embeddings: graph autoencoder on the interactome",
@@ -46,7 +50,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("07", "translation", "Translation: image → regulatory embeddings, LOTO top-k and the grid search",
           inputs=("images", "screen", "loto", "regulatory")),
     Stage("08", "validation", "Validation on a second screen: translation from the impactful genes to new genes",
-          inputs=("data", "images", "screen", "interactome", "regulatory"),
+          inputs=("data", "images", "pretrain", "screen", "interactome", "regulatory"),
           reference_inputs=("screen", "interactome", "regulatory")),
 )
 

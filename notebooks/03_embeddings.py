@@ -111,12 +111,15 @@ plt.show()
 # %% [markdown]
 # ## Gene perturbation embeddings
 #
-# The mean nucleus embedding per condition (`gene_embeddings.h5ad`). For the figures below they
-# are centred on the control's embedding and compared by cosine similarity: the direction in which
-# a perturbation moves nuclei away from the control.
+# The mean nucleus embedding per condition (`gene_embeddings.h5ad`). Each fold model's embeddings
+# live in a space of their own, and every condition's nuclei were embedded by several of them: so
+# each nucleus is first standardised against the control nuclei *of its own model*, and the means
+# are in control SD units (the control at 0). The figures below compare them by cosine similarity:
+# the direction in which a perturbation moves nuclei away from the control.
 
 # %%
-genes = gene_embeddings(nuclei)
+genes = gene_embeddings(nuclei, control=control, model="model")
+print(f"gene embeddings: {genes.uns['scaling']}")
 write_h5ad(genes, ctx.layout.artifact("embeddings", "gene_embeddings"))
 perturbations = perturbation_similarity(genes, control)
 shifts = perturbations.shifts

@@ -315,3 +315,24 @@ def test_torchvision_imagenet_key_names_load_into_our_resnet(tmp_path):
                            for key in state if key.endswith("running_mean")}
     torch.save(with_counts, path)
     load_pretrained(resnet18(num_classes=2), path)
+
+
+def test_ensemble_loads_a_pretraining_stages_trunk_into_its_branch(tmp_path, caplog):
+    torch.manual_seed(0)
+    pretrained = resnet18(in_channels=1, num_classes=32, width=4)
+    path = tmp_path / "encoder.pt"
+    torch.save({f"trunks.nucleus.{key}": value for key, value in pretrained.state_dict().items()}, path)
+    both = ImageEnsemble(3, branches=("nucleus", "region"), latent_dim=8, input_size=32, width=4, branch_dim=32)
+    region_before = {key: value.clone() for key, value in both.trunks["region"].state_dict().items()}
+    with caplog.at_level("WARNING", logger="image2reg"):
+        both.load_pretrained(path)
+    for key, value in pretrained.state_dict().items():
+        assert torch.equal(both.trunks["nucleus"].state_dict()[key], value)
+        assert torch.equal(both.trunks["region"].state_dict()[key], region_before[key])  # no region trunk in the file
+    assert "no pretrained region trunk" in caplog.text
+    wider = ImageEnsemble(3, branches=("nucleus",), latent_dim=8, input_size=32, width=8, branch_dim=32)
+    with pytest.raises(ValueError, match="does not fit the nucleus branch"):
+        wider.load_pretrained(path)
+    region_only = ImageEnsemble(3, branches=("region",), latent_dim=8, input_size=32, width=4, branch_dim=32)
+    with pytest.raises(ValueError, match="no branch of this model"):
+        region_only.load_pretrained(path)

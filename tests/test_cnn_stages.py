@@ -35,13 +35,17 @@ INPROCESS = {"backend": "inprocess", "workers": None}
 def cnn_params() -> dict:
     params = yaml.safe_load((REPO / "params" / "smoke.yml").read_text())
     params["stages"]["data"]["synthetic"]["screen"]["n_plates"] = 2
+    params["stages"]["images"]["crop_scaling"] = "plate_percentile"  # predict's query crops take the screen's scale
+    params["stages"]["pretrain"] = {"input_size": 16, "width": 2, "epochs": 2, "batch_size": 32, "max_nuclei": 200,
+                                    "seed": 0, "device": "cpu"}
     params["stages"]["screen"] = {"n_inner": 2, "latent_dim": 8, "model": TINY_MODEL, "training": TINY_TRAINING,
                                   "selection": "top_n", "top_n": 3, "baseline": True, "execution": INPROCESS}
     params["stages"]["embeddings"] = {"n_inner": 2, "latent_dim": 8,
                                       "model": {**TINY_MODEL, "branches": ["nucleus", "region"]},
                                       "training": TINY_TRAINING, "umap_neighbors": 5, "umap_max_nuclei": 200,
                                       "execution": INPROCESS}
-    params["stages"]["loto"] = {"n_folds": 3, "n_inner": 2, "latent_dim": 8, "model": TINY_MODEL,
+    params["stages"]["loto"] = {"n_folds": 3, "n_inner": 2, "latent_dim": 8,
+                                "model": {**TINY_MODEL, "pretrained": "self_supervised"},
                                 "training": {**TINY_TRAINING, "epochs": 1}, "execution": INPROCESS}
     params["stages"]["interactome"] = {"single_cell": {"min_genes": 5, "min_cells": 3}, "confidence_cutoff": 0.9,
                                        "hub_quantile": None, "hub_scan": [0.9, 1.0], "betas": [0.5, 5.0, 0.5],
@@ -64,7 +68,7 @@ def cnn_params() -> dict:
     return params
 
 
-CNN_STAGES = ("data", "images", "screen", "embeddings", "loto", "interactome", "regulatory", "translation",
+CNN_STAGES = ("data", "images", "pretrain", "screen", "embeddings", "loto", "interactome", "regulatory", "translation",
               "validation")
 
 
@@ -81,8 +85,16 @@ def test_the_cnn_stages_run_and_hand_over_their_artifacts(cnn_run):
     workdir, code = cnn_run
     assert code == 0
     runs = workdir / "runs" / "smoke"
-    for stage in ("02_screen", "03_embeddings", "04_loto"):
+    for stage in ("01b_pretrain", "02_screen", "03_embeddings", "04_loto"):
         assert (workdir / "reports" / "smoke" / f"{stage}.ipynb").is_file()
+    # stage 01b: the pretrained trunk, its probe against random weights; stage 04 starts from it, 02 does not
+    pretrain = json.loads((runs / "01b_pretrain" / "summary.json").read_text())
+    assert pretrain["epochs"] == 2 and np.isfinite(pretrain["final_loss"])
+    assert {"probe_r2_texture", "probe_r2_texture_random", "probe_r2_shape"} <= set(pretrain)
+    assert (runs / "01b_pretrain" / "encoder.pt").is_file()
+    loto_report = (workdir / "reports" / "smoke" / "04_loto.ipynb").read_text()
+    assert "self-supervised pretraining on the screen's nuclei" in loto_report
+    assert "self-supervised" not in (workdir / "reports" / "smoke" / "02_screen.ipynb").read_text()
     # stage 02: one row per (gene, fold) with the baseline on the same split; the top 3 selected
     results = pd.read_parquet(runs / "02_screen" / "screen_results.parquet")
     scores = pd.read_parquet(runs / "02_screen" / "specificity.parquet")
@@ -173,6 +185,10 @@ def test_predict_ranks_the_genes_for_new_images_of_a_held_out_gene(cnn_run, tmp_
     args = ["predict", "--images", str(tmp_path / "q"), "--params", str(workdir / "params" / "smoke.yml"),
             "--runs-dir", str(workdir / "runs"), "--model", f"loto:{gene}", "--top", "3", "--out", str(out)]
     assert main(args) == 0
+    # the query's crops take the screen's crop scale (the median of its plates'): a query has no controls
+    screen_scales = json.loads((runs / "01_images" / "crop_scales.json").read_text())
+    [cached] = (runs / "predictions" / "q").glob("*/crop_scales.json")
+    assert json.loads(cached.read_text()) == {"query": pytest.approx(float(np.median(list(screen_scales.values()))))}
     ranking = pd.read_csv(out)
     assert sorted(ranking["gene"]) == sorted(nodes.index) and ranking["rank"].tolist() == list(range(1, len(nodes) + 1))
     assert ranking["distance"].is_monotonic_increasing

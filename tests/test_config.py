@@ -185,6 +185,33 @@ def test_pretrained_weights_resolve_next_to_the_params_file_or_stop_before_train
     assert "from scratch" in encoder_initialisation(scratch.stages.screen.model)
 
 
+def test_self_supervised_weights_come_from_the_pretraining_stage_of_the_same_shape(tmp_path):
+    from image2reg.config import PretrainedWeightsError, encoder_initialisation, resolve_pretrained
+
+    text = (ROOT / "params" / "demo.yml").read_text()
+    assert "pretrain:" in text  # the demo pretrains its encoder
+    demo = load_params(ROOT / "params" / "demo.yml")
+    model = demo.stages.embeddings.model.model_copy(update={"pretrained": "self_supervised"})
+    embeddings = demo.stages.embeddings.model_copy(update={"model": model})
+    params = demo.model_copy(update={"stages": demo.stages.model_copy(update={"embeddings": embeddings})})
+    assert resolve_pretrained(demo, "embeddings") is demo  # the demo trains from scratch (measured better)
+    encoder = tmp_path / "runs" / "demo" / "01b_pretrain" / "encoder.pt"
+    with pytest.raises(PretrainedWeightsError, match="run stage 01b"):
+        resolve_pretrained(params, "embeddings", encoder)
+    encoder.parent.mkdir(parents=True)
+    encoder.write_bytes(b"weights")
+    resolved = resolve_pretrained(params, "embeddings", encoder)
+    assert resolved.stages.embeddings.model.pretrained == str(encoder)
+    assert "self-supervised pretraining" in encoder_initialisation(resolved.stages.embeddings.model)
+    other = params.stages.pretrain.model_copy(update={"width": model.width * 2})
+    mismatched = params.model_copy(update={"stages": params.stages.model_copy(update={"pretrain": other})})
+    with pytest.raises(ValueError, match=r"differ in width \(8 vs 16\)"):
+        resolve_pretrained(mismatched, "embeddings", encoder)
+    without = params.model_copy(update={"stages": params.stages.model_copy(update={"pretrain": None})})
+    with pytest.raises(ValueError, match="has no 'pretrain' block"):
+        resolve_pretrained(without, "embeddings", encoder)
+
+
 def test_setup_stage_stops_before_training_without_the_weights(tmp_path):
     from image2reg.config import PretrainedWeightsError
     from image2reg.notebook import setup_stage

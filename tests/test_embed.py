@@ -309,6 +309,52 @@ def test_gene_embeddings_are_group_means():
         gene_embeddings(nuclei, by=["Metadata_Plate"])
 
 
+def _shifted_model_spaces(offset: float, seed: int = 0) -> ad.AnnData:
+    """Two fold models whose spaces differ by ``offset`` (and a scale of 3); every gene's true embedding is 0
+    but for MOVED (+1 in its own space's control SD units). SAME's nuclei fall mostly on model 1, EMPTY's
+    and MOVED's evenly."""
+    rng = np.random.default_rng(seed)
+    rows, values = [], []
+    share = {"EMPTY": 0.5, "SAME": 0.9, "MOVED": 0.5, "OTHER": 0.1}
+    for gene, on_second in share.items():
+        for k in range(400):
+            space = int(k < on_second * 400)
+            shift = 1.0 if gene == "MOVED" else 0.0
+            point = rng.normal(shift, 1.0, 4)
+            values.append(point * (3.0 if space else 1.0) + (offset if space else 0.0))
+            rows.append({"Metadata_Gene": gene, "model": f"fold-{space}"})
+    return ad.AnnData(np.array(values, np.float32), obs=pd.DataFrame(rows, index=[f"n{k}" for k in range(len(rows))]))
+
+
+def test_gene_embeddings_put_each_model_space_on_its_control_footing():
+    nuclei = _shifted_model_spaces(offset=10.0)
+    pooled = gene_embeddings(nuclei)
+    scaled = gene_embeddings(nuclei, control="EMPTY", model="model")
+
+    def distance(genes: ad.AnnData, gene: str) -> float:
+        return float(np.linalg.norm(genes[gene].X - genes["EMPTY"].X))
+
+    # pooled, SAME and OTHER (no effect) sit far from the control only because their nuclei fall on another
+    # model than the control's half-and-half; MOVED is not the farthest
+    assert distance(pooled, "SAME") > distance(pooled, "MOVED") < distance(pooled, "OTHER")
+    # per model: the control at 0, the genes without effect near it, MOVED at +1 SD on every dimension
+    np.testing.assert_allclose(scaled["EMPTY"].X, 0, atol=1e-6)
+    assert distance(scaled, "SAME") < 0.35 and distance(scaled, "OTHER") < 0.35
+    np.testing.assert_allclose(scaled["MOVED"].X, 1.0, atol=0.25)
+    assert scaled.uns["scaling"] == "standardised against the control 'EMPTY' of each model"
+    assert pooled.uns["scaling"] == "none"
+    # one model space: the per-model scaling is the pooled one
+    one = nuclei.copy()
+    one.obs["model"] = "fold-0"
+    np.testing.assert_allclose(gene_embeddings(one, control="EMPTY", model="model").X,
+                               gene_embeddings(one, control="EMPTY").X)
+    with pytest.raises(ValueError, match="give control as well"):
+        gene_embeddings(nuclei, model="model")
+    nuclei.obs.loc[nuclei.obs["Metadata_Gene"] == "EMPTY", "model"] = "fold-0"
+    with pytest.raises(ValueError, match="model 'fold-1' embedded no nucleus of the control 'EMPTY'"):
+        gene_embeddings(nuclei, control="EMPTY", model="model")
+
+
 # --------------------------------------------------------------------------------------------
 # errors
 # --------------------------------------------------------------------------------------------

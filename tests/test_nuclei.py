@@ -136,3 +136,19 @@ def test_measures_match_the_truth_of_the_synthetic_world(smoke_world):
         crops, fits = crop_nuclei(image, labels, table)
         assert fits.all()
         np.testing.assert_array_equal(np.count_nonzero(crops, axis=(1, 2)), table["area"])
+
+
+def test_a_common_scale_keeps_each_nucleus_brightness():
+    labels = np.zeros((40, 40), np.uint16)
+    labels[5:10, 5:10] = 1
+    labels[20:25, 20:25] = 2
+    image = np.where(labels == 1, 300.0, np.where(labels == 2, 600.0, 0.0)).astype(np.float32)
+    image[7, 7] = 1200.0  # a focus brighter than the scale saturates
+    table = measure_nuclei(labels)
+    own, _ = crop_nuclei(image, labels, table, size=16)
+    common, _ = crop_nuclei(image, labels, table, size=16, scale=1000.0)
+    assert own[1].max() == 255 and own[0][own[0] > 0].min() == round(255 * 300 / 1200)  # each to its own max
+    assert common[0][common[0] > 0].min() == round(255 * 0.3) and common[0].max() == 255  # 300 → 76, focus clipped
+    assert set(np.unique(common[1])) == {0, round(255 * 0.6)}  # the brighter nucleus stays twice as bright
+    with pytest.raises(ValueError, match="must be positive"):
+        crop_nuclei(image, labels, table, size=16, scale=0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,40 @@ def test_published_illumination_falls_back_to_an_estimate_for_plates_without_one
     # no function named at all: every plate is estimated, nothing is an error
     everything = pipeline.prepare_illumination(fields, tmp_path / "out2", params, progress_bar=False)
     assert set(pipeline.illumination_table(everything, tmp_path / "out2")["kind"]) == {"estimated"}
+
+
+def test_plate_percentile_scaling_keeps_dna_content_in_the_crops(fields, processed, tmp_path, world):
+    from image2reg.images.io import read_field
+
+    out = tmp_path / "plate"
+    params = stage_params(crop_scaling="plate_percentile")
+    pipeline.preprocess_images(fields, out, params, progress_bar=False)
+    scales = json.loads((out / "crop_scales.json").read_text())
+    plates = sorted(fields["Metadata_Plate"].astype(str).unique())
+    assert sorted(scales) == plates
+    # the known answer for one plate: the median of the percentiles of its corrected fields (all, when ≤ 24)
+    plate = plates[0]
+    group = fields[fields["Metadata_Plate"].astype(str) == plate]
+    illumination = pipeline.read_illumination_function(out / "illumination" / f"{plate}.tif")
+    expected = np.median([np.percentile(pipeline.corrected_field(read_field(path), illumination), 99.99)
+                          for path in group["image_path"]])
+    assert len(group) <= pipeline.SCALE_FIELDS and scales[plate] == pytest.approx(expected)
+    # the same nuclei, the crops now as bright as their nuclei: a crop's mean is 255 · intensity / scale
+    # (nuclei well below the scale, whose pixels are not clipped), where each crop scaled to its own max is not
+    nuclei, _, crops = read_outputs(out)
+    reference, _, own = read_outputs(processed[0])
+    assert len(nuclei) == len(reference)
+    brightness = np.array([crop[crop > 0].mean() for crop in crops])
+    own_brightness = np.array([crop[crop > 0].mean() for crop in own])
+    intensity = nuclei["mean_intensity"].to_numpy()
+    scale = nuclei["Metadata_Plate"].astype(str).map(scales).to_numpy()
+    unclipped = intensity < 0.8 * scale
+    assert unclipped.mean() > 0.8
+    np.testing.assert_allclose(brightness[unclipped], 255 * intensity[unclipped] / scale[unclipped], rtol=0.01)
+    assert np.corrcoef(brightness[unclipped], intensity[unclipped])[0, 1] > 0.99
+    assert np.corrcoef(own_brightness[unclipped], intensity[unclipped])[0, 1] < 0.9
+    # a given scale (predict's, from the screen) is used as given
+    given = tmp_path / "given"
+    pipeline.preprocess_images(fields, given, params, progress_bar=False,
+                               intensity_scales={plate: 2 * scales[plate] for plate in plates})
+    assert json.loads((given / "crop_scales.json").read_text()) == {plate: 2 * scales[plate] for plate in plates}

@@ -4,6 +4,7 @@ stages without one listed as not run, and the command line that writes it."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -90,6 +91,21 @@ def test_the_page_lists_every_stage_and_says_how_it_was_made(run):
     assert page.endswith("\n") and not page.endswith("\n\n")
     only_loto = render_results("demo", [StageResult(stage_by_name("loto"), "not run")], command="c", runs_label="r")
     assert "Stages with a summary: none." in only_loto
+
+
+def test_an_optional_stage_is_listed_once_it_ran(run):
+    assert "pretrain" not in {result.stage.name for result in read_results(run)}  # left out by this run
+    folder = run.artifact("pretrain", "summary").parent
+    folder.mkdir(parents=True)
+    try:
+        (folder / "summary.json").write_text(json.dumps({"epochs": 30, "probe_r2_texture": 0.41,
+                                                         "probe_r2_texture_random": 0.26}))
+        results = {result.stage.name: result for result in read_results(run)}
+        section = stage_section(results["pretrain"])
+        assert section[0] == "## 01b pretrain"
+        assert "| `probe_r2_texture` | 0.41 | random weights 0.26 |" in section
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_the_cli_writes_the_page(run, tmp_path, capsys):

@@ -37,6 +37,7 @@ from image2reg.cnn.tasks import EncoderSpec, best_epoch_metrics, fit_and_predict
 from image2reg.cnn.train import TrainingParams
 from image2reg.execute import ExecutionParams, run_once, run_tasks
 from image2reg.layout import TaskFiles, artifact_name, atomic_path
+from image2reg.profiling.activity import scale_by_control
 from image2reg.profiling.baseline import baseline_classifier
 
 logger = logging.getLogger("image2reg")
@@ -142,25 +143,46 @@ def read_embeddings(tasks: Sequence[EmbeddingTask]) -> ad.AnnData:
     return combined
 
 
-def gene_embeddings(nuclei: ad.AnnData, by: Sequence[str] = ("Metadata_Gene",)) -> ad.AnnData:
+def gene_embeddings(nuclei: ad.AnnData, by: Sequence[str] = ("Metadata_Gene",), *, control: str | None = None,
+                    model: str | None = None) -> ad.AnnData:
     """Mean embedding per group of nuclei (default: per condition): the gene perturbation embeddings.
 
+    Embeddings of separately trained models live in spaces of their own. Stage 03 embeds each nucleus
+    with the fold model that held its field out, so every condition's nuclei come from several models:
+    pooled as they are, a condition's mean would depend on how its nuclei fall over the models. With
+    ``control`` (the control's ``Metadata_Gene``) every nucleus is first standardised against the
+    control nuclei of its own model (``model``: the ``obs`` column naming it; None: one model), with
+    :func:`~image2reg.profiling.activity.scale_by_control`; the means are then in control SD units,
+    the control's at 0.
+
     Returns an AnnData with one row per group (``obs``: the group keys and ``n_nuclei``; names
-    joined by ``/`` when grouping by several keys) and the same variables.
+    joined by ``/`` when grouping by several keys) and the same variables; ``uns["scaling"]`` says
+    how the nuclei were scaled.
     """
     by = list(by)
-    missing = [column for column in by if column not in nuclei.obs]
+    missing = [column for column in [*by, *([model] if model else [])] if column not in nuclei.obs]
     if missing:
         raise KeyError(f"the embeddings' obs lacks {missing}")
+    if model and control is None:
+        raise ValueError("model spaces are put on a common footing by their control: give control as well")
+    values = np.asarray(nuclei.X, dtype=np.float64)
+    scaling = "none"
+    if control is not None:
+        is_control = (nuclei.obs["Metadata_Gene"].astype(str) == control).to_numpy()
+        values = scale_by_control(values, is_control, nuclei.obs[model] if model else None, control=control,
+                                  what="nucleus")
+        scaling = f"standardised against the control {control!r}" + (f" of each {model}" if model else "")
     keys = nuclei.obs[by].astype(str)
     codes, uniques = pd.MultiIndex.from_frame(keys).factorize(sort=True)
     counts = np.bincount(codes, minlength=len(uniques))
     sums = np.zeros((len(uniques), nuclei.n_vars), np.float64)
-    np.add.at(sums, codes, np.asarray(nuclei.X, dtype=np.float64))
+    np.add.at(sums, codes, values)
     obs = pd.DataFrame(list(uniques), columns=by)
     obs["n_nuclei"] = counts
     obs.index = ["/".join(values) for values in obs[by].itertuples(index=False)]
-    return ad.AnnData((sums / counts[:, None]).astype(np.float32), obs=obs, var=nuclei.var.copy())
+    genes = ad.AnnData((sums / counts[:, None]).astype(np.float32), obs=obs, var=nuclei.var.copy())
+    genes.uns["scaling"] = scaling
+    return genes
 
 
 def _checked_genes(genes: Sequence[str], control: str) -> tuple[str, ...]:

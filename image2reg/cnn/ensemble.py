@@ -8,6 +8,7 @@ BatchNorm1d → PReLU → Linear on the latent (method §4.2).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Literal
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from image2reg.cnn.resnet import load_pretrained, resnet18
+
+logger = logging.getLogger("image2reg")
 
 Branch = Literal["nucleus", "region"]
 BRANCHES: tuple[Branch, ...] = ("nucleus", "region")
@@ -71,6 +74,40 @@ class ImageEnsemble(nn.Module):
         return self.head(latent), latent
 
     def load_pretrained(self, path: str | os.PathLike) -> None:
-        """Load ImageNet ResNet18 weights from a local file into every branch (see :func:`load_pretrained`)."""
-        for trunk in self.trunks.values():
-            load_pretrained(trunk, path)
+        """Load pretrained trunk weights from a local file.
+
+        Two kinds of file: ImageNet ResNet18 weights (torchvision's keys), loaded into every branch (see
+        :func:`load_pretrained`), or the self-supervised pretraining stage's encoder, whose keys are this
+        model's own (``trunks.<branch>.…``; :func:`image2reg.cnn.pretrain.encoder_state`), loaded into the
+        branches it has. A branch the file lacks keeps its random initialisation, with a warning.
+
+        Raises
+        ------
+        ValueError
+            A pretraining file that fits none of the branches or another trunk shape (keys named).
+        """
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        if not any(key.startswith("trunks.") for key in state):
+            for trunk in self.trunks.values():
+                load_pretrained(trunk, path)
+            return
+        loaded = []
+        for name, trunk in self.trunks.items():
+            prefix = f"trunks.{name}."
+            own = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+            if not own:
+                continue
+            expected = trunk.state_dict()
+            mismatched = sorted(key for key in expected.keys() | own.keys()
+                                if key not in own or key not in expected or own[key].shape != expected[key].shape)
+            if mismatched:
+                raise ValueError(f"{os.fspath(path)} does not fit the {name} branch (another width or fc size?): "
+                                 f"keys {mismatched[:6]}{' …' if len(mismatched) > 6 else ''}")
+            trunk.load_state_dict(own)
+            loaded.append(name)
+        if not loaded:
+            raise ValueError(f"{os.fspath(path)} holds pretrained trunks of no branch of this model {self.branches}")
+        missing = [name for name in self.branches if name not in loaded]
+        if missing:
+            logger.warning("%s has no pretrained %s trunk: it starts from random weights", os.fspath(path),
+                           " or ".join(missing))

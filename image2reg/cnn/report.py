@@ -3,6 +3,7 @@
 The stage notebooks only load, call these functions and show what they return; the models, splits and
 embeddings themselves come from :mod:`image2reg.cnn.screen` and :mod:`image2reg.cnn.embed`.
 
+- stage 01b (pretraining): :func:`pretrain_probe`, :func:`probe_summary`, :func:`pretrain_summary`;
 - stage 02 (screen): :func:`screened_genes`, :func:`ranked_screen`, :func:`truth_check`;
 - stage 03 (embeddings): :func:`multiclass_summary`, :func:`read_histories`, :func:`confusion_table`,
   :func:`perturbation_similarity`, :func:`module_labels`, :func:`nucleus_umap`, :func:`gene_umap`,
@@ -22,14 +23,20 @@ from typing import Any, Literal
 import anndata as ad
 import numpy as np
 import pandas as pd
+import torch
 from scipy.cluster.hierarchy import leaves_list, linkage
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from image2reg.cnn.datasets import load_crops
 from image2reg.cnn.embed import EmbeddingTask, gene_embeddings, read_embeddings
+from image2reg.cnn.pretrain import embed_crops, probe_features
+from image2reg.cnn.resnet import resnet18
 from image2reg.cnn.screen import select_impactful, specificity_scores
+from image2reg.config import PretrainStageParams
 from image2reg.data.metadata import genes_to_screen
-from image2reg.layout import TaskFiles
+from image2reg.layout import TaskFiles, artifact_name
 from image2reg.profiling.activity import field_activity
+from image2reg.profiling.features import nucleus_profiles
 from image2reg.profiling.projection import umap_2d
 
 #: The columns of stage 03's metrics table shown in its report.
@@ -397,4 +404,60 @@ def loto_summary(metrics: pd.DataFrame, n_targets: int, neighbours: pd.DataFrame
     if "same_module" in neighbours:
         summary.update(nearest_same_module=float(neighbours["same_module"].mean()),
                        nearest_same_module_chance=float(neighbours["chance"].mean()))
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 01b: what the self-supervised encoder learnt
+# --------------------------------------------------------------------------------------------
+def pretrain_probe(images_dir: str | Path, trunk: torch.nn.Module, params: PretrainStageParams, *,
+                   max_nuclei: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """How much of each classical feature a linear read-out of the pretrained trunk explains, against the null
+    of the same trunk with random weights.
+
+    A seeded sample of the QC-passing nuclei is described by its classical features
+    (:func:`~image2reg.profiling.features.nucleus_profiles`) and embedded by ``trunk`` and by a randomly
+    initialised trunk of the same shape (seeded); :func:`~image2reg.cnn.pretrain.probe_features` gives each
+    feature's cross-validated R², the folds grouped by field.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per feature: ``feature``, ``group``, ``r2_pretrained``, ``r2_random``.
+    """
+    nuclei = pd.read_parquet(Path(images_dir) / artifact_name("images", "nuclei"))
+    if "QC_pass" in nuclei:
+        nuclei = nuclei[nuclei["QC_pass"]]
+    if nuclei.empty:
+        raise ValueError(f"{images_dir}: no QC-passing nucleus to probe the encoder with")
+    rows = np.sort(np.random.default_rng(seed).choice(len(nuclei), min(max_nuclei, len(nuclei)), replace=False))
+    sample = nuclei.iloc[rows]
+    profiles = nucleus_profiles(images_dir, sample)
+    crops = load_crops(images_dir, sample["crop_index"].to_numpy())
+    torch.manual_seed(seed)
+    random = resnet18(in_channels=1, num_classes=params.branch_dim, width=params.width)
+    groups = sample["image_path"].astype(str).to_numpy()
+    scores = {}
+    for name, model in (("pretrained", trunk), ("random", random)):
+        embeddings = embed_crops(model, crops, input_size=params.input_size)
+        scores[name] = probe_features(embeddings, profiles, groups=groups, seed=seed).set_index(["feature", "group"])
+    table = scores["pretrained"][["r2"]].join(scores["random"][["r2"]], lsuffix="_pretrained", rsuffix="_random")
+    return table.reset_index()
+
+
+def probe_summary(probe: pd.DataFrame) -> pd.DataFrame:
+    """Mean R² per feature group (rows) of the pretrained and the random trunk (columns)."""
+    summary = probe.groupby("group")[["r2_pretrained", "r2_random"]].mean()
+    return summary.rename(columns={"r2_pretrained": "pretrained", "r2_random": "random weights"})
+
+
+def pretrain_summary(history: pd.DataFrame, n_nuclei: int, seconds: float, probe: pd.DataFrame) -> dict[str, float]:
+    """Stage 01b's ``summary.json``: epochs, nuclei, time, the last epoch's loss and pair accuracy, and the mean
+    probe R² per feature group for the pretrained trunk and its random-weight null."""
+    last = history.iloc[-1]
+    summary = {"epochs": int(last["epoch"]), "nuclei": int(n_nuclei), "seconds": round(float(seconds), 1),
+               "final_loss": float(last["loss"]), "final_pair_accuracy": float(last["accuracy"])}
+    for group, row in probe_summary(probe).iterrows():
+        summary[f"probe_r2_{group}"] = float(row["pretrained"])
+        summary[f"probe_r2_{group}_random"] = float(row["random weights"])
     return summary

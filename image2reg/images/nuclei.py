@@ -120,7 +120,7 @@ def filter_nuclei(
 
 
 def crop_nuclei(image: np.ndarray, labels: np.ndarray, table: pd.DataFrame, *,
-                size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                size: int = 64, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cut each nucleus out of its field into a centred, zero-padded ``size``×``size`` uint8 crop.
 
     Only the nucleus's own pixels are kept: background and other nuclei inside its bounding box are 0.
@@ -130,6 +130,10 @@ def crop_nuclei(image: np.ndarray, labels: np.ndarray, table: pd.DataFrame, *,
     ``round(255 · x / max)`` with ``max`` the nucleus's brightest pixel; nucleus pixels are kept ≥ 1
     so that 0 always means "not this nucleus". Intensity ratios inside the nucleus (rim vs centre,
     foci vs nucleoplasm) survive; absolute brightness lives on in the table's intensity columns.
+
+    With ``scale`` every nucleus is scaled by that one value instead (``round(255 · x / scale)``,
+    clipped to [1, 255]): a plate's intensity percentile (:func:`image2reg.images.pipeline.plate_intensity_scales`)
+    keeps each nucleus's brightness, i.e. its DNA content, in the crop.
 
     Parameters
     ----------
@@ -142,6 +146,8 @@ def crop_nuclei(image: np.ndarray, labels: np.ndarray, table: pd.DataFrame, *,
     size
         Side of the crop; nuclei whose box is larger in either dimension are not cropped (the
         reference dropped them and counted them).
+    scale
+        The intensity mapped to 255 for every nucleus; None: each nucleus's brightest pixel (the reference).
 
     Returns
     -------
@@ -152,6 +158,8 @@ def crop_nuclei(image: np.ndarray, labels: np.ndarray, table: pd.DataFrame, *,
     """
     if image.shape != labels.shape:
         raise ValueError(f"the image has shape {image.shape} but the labels {labels.shape}")
+    if scale is not None and not scale > 0:
+        raise ValueError(f"the crop intensity scale must be positive, got {scale}")
     boxes = table[["bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x"]].to_numpy(np.int64)
     heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     fits = (heights <= size) & (widths <= size)
@@ -160,7 +168,7 @@ def crop_nuclei(image: np.ndarray, labels: np.ndarray, table: pd.DataFrame, *,
         y0, x0, y1, x1 = boxes[row]
         inside = labels[y0:y1, x0:x1] == table["label"].iat[row]
         values = image[y0:y1, x0:x1].astype(np.float64)
-        high = values[inside].max()
+        high = values[inside].max() if scale is None else scale
         scaled = 255.0 if high <= 0 else np.clip(np.round(255.0 * values / high), 1, 255)
         top, left = (size - heights[row]) // 2, (size - widths[row]) // 2
         crops[row, top:top + heights[row], left:left + widths[row]] = np.where(inside, scaled, 0)

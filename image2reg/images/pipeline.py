@@ -41,7 +41,7 @@ from image2reg.images.io import ImageReadError, check_bad_fields, field_shape, r
 from image2reg.images.nuclei import crop_nuclei, filter_nuclei, measure_nuclei
 from image2reg.images.qc import field_qc, flag_fields, outlier_fields
 from image2reg.images.segmentation import make_segmenter, match_labels
-from image2reg.layout import RawLayout, artifact_name, atomic_path, portable_path, stored_path
+from image2reg.layout import RawLayout, artifact_name, atomic_path, portable_path, stored_path, write_json
 
 logger = logging.getLogger("image2reg")
 
@@ -51,6 +51,8 @@ TABLES = ("nuclei", "nuclei_dropped", "images")
 TOO_LARGE = "larger_than_crop"
 #: Fields per plate whose TIFF headers decide the plate's field shape (:func:`plate_field_shapes`).
 SHAPE_PROBES = 9
+#: Fields per plate read for its crop intensity scale (:func:`plate_intensity_scales`).
+SCALE_FIELDS = 24
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class ShardTask:
     out_dir: str
     shape: tuple[int, int] | None = None  #: the plate's field shape; a field of another shape is bad
     known_errors: dict[str, str] = dataclasses.field(default_factory=dict)  #: fields found bad already (path -> error)
+    intensity_scale: float | None = None  #: the plate's crop scale (crop_scaling plate_percentile)
 
 
 def field_inputs(images: pd.DataFrame, raw: RawLayout, supplied_masks: bool) -> pd.DataFrame:
@@ -269,8 +272,10 @@ def illumination_table(functions: dict[str, str | None], out_dir: Path) -> pd.Da
 
 def process_field(image: np.ndarray, illumination: np.ndarray | None,
                   segment: Callable[[np.ndarray, Path | None], np.ndarray], mask_path: Path | None,
-                  params: ImagesStageParams) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """QC, correct, segment, measure, filter and crop one field.
+                  params: ImagesStageParams, intensity_scale: float | None = None
+                  ) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """QC, correct, segment, measure, filter and crop one field (crops scaled by ``intensity_scale`` when given,
+    else each by its nucleus's brightest pixel).
 
     Returns
     -------
@@ -287,7 +292,7 @@ def process_field(image: np.ndarray, illumination: np.ndarray | None,
     table = measure_nuclei(labels, corrected)
     table["drop_reason"] = filter_nuclei(table, **params.filters.model_dump())
     candidates = table[table["drop_reason"] == ""]
-    crops, fits = crop_nuclei(corrected, labels, candidates, size=params.crop_size)
+    crops, fits = crop_nuclei(corrected, labels, candidates, size=params.crop_size, scale=intensity_scale)
     table.loc[candidates.index[~fits], "drop_reason"] = TOO_LARGE
     kept = table[table["drop_reason"] == ""].drop(columns="drop_reason")
     qc.update(n_segmented=len(table), n_nuclei=len(kept))
@@ -314,7 +319,8 @@ def _process_shard(task: ShardTask) -> tuple[str, dict[str, str]]:
                 image = read_field(path, shape=task.shape)
                 mask = entry.get("mask_path")
                 qc, kept, dropped, crops = process_field(image, illumination, segment,
-                                                          Path(mask) if mask else None, task.params)
+                                                          Path(mask) if mask else None, task.params,
+                                                          task.intensity_scale)
             except Exception as failure:  # noqa: BLE001 - one bad field must not stop a screen
                 error = found[path] = field_error(path, failure)
         if error is not None:
@@ -336,6 +342,43 @@ def _process_shard(task: ShardTask) -> tuple[str, dict[str, str]]:
     return task.shard_id, found
 
 
+def plate_intensity_scales(fields: pd.DataFrame, illumination: dict[str, str | None], percentile: float,
+                           shapes: dict[str, tuple[int, int] | None] | None = None,
+                           known: dict[str, str] | None = None, n_fields: int = SCALE_FIELDS) -> dict[str, float]:
+    """Each plate's crop intensity scale: the median over sampled fields of a percentile of their corrected pixels.
+
+    Crops scaled by their own brightest pixel (the reference) all look equally bright, so the CNN cannot see
+    DNA content. One scale per plate keeps it: the plate's fields (controls and every perturbation) set it, so
+    a perturbation that brightens its nuclei still gives brighter crops. Up to ``n_fields`` fields, evenly
+    spaced over the plate's fields in well and site order, are read and corrected by the plate's illumination
+    function; the ``percentile`` of each field's pixels is taken and their median is the scale. Unreadable or
+    known-bad fields are passed over.
+
+    Raises
+    ------
+    ValueError
+        A plate none of whose sampled fields is readable, or whose scale is not positive (named).
+    """
+    known = known or {}
+    scales = {}
+    ordered = fields.sort_values(["Metadata_Plate", "Metadata_Well", "Metadata_Site"], kind="stable")
+    for plate, group in ordered.groupby(ordered["Metadata_Plate"].astype(str), sort=True):
+        paths = [path for path in group["image_path"] if path not in known]
+        picks = np.unique(np.linspace(0, len(paths) - 1, min(n_fields, len(paths))).round().astype(int)
+                          ) if paths else []
+        function = read_illumination_function(illumination[plate]) if illumination.get(plate) else None
+        bad: dict[str, str] = {}
+        values = [float(np.percentile(corrected_field(image, function), percentile))
+                  for image in _readable_fields([paths[k] for k in picks], (shapes or {}).get(plate), bad)]
+        if not values:
+            raise ValueError(f"plate {plate}: no readable field to measure its crop intensity scale from")
+        scales[plate] = float(np.median(values))
+        if not scales[plate] > 0:
+            raise ValueError(f"plate {plate}: the {percentile}th percentile of its fields is {scales[plate]}; "
+                             "use crop_scaling: nucleus_max for such images")
+    return scales
+
+
 def _concat(tables: list[pd.DataFrame]) -> pd.DataFrame:
     tables = [t for t in tables if len(t)]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
@@ -353,7 +396,8 @@ def shard_fields(fields: pd.DataFrame, shard_size: int) -> list[tuple[str, pd.Da
 
 def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesStageParams,
                       progress_bar: bool = True, max_bad_fraction: float | None = None,
-                      portable_within: str | Path | None = None) -> dict:
+                      portable_within: str | Path | None = None,
+                      intensity_scales: dict[str, float] | None = None) -> dict:
     """Run stage 01 on a table of fields.
 
     Bad fields (missing, truncated, corrupt, of another shape than their plate's, or failing later)
@@ -378,6 +422,9 @@ def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesS
     portable_within
         The dataset's runs folder: the tables store the ``image_path`` of a field inside it relative to
         ``out_dir`` (:func:`image2reg.layout.portable_path`), so the runs folder can move; None: absolute.
+    intensity_scales
+        With ``crop_scaling: plate_percentile``, each plate's crop scale given rather than measured
+        (``predict`` passes the screen's, as a query plate has no controls); written to ``crop_scales.json``.
 
     Returns
     -------
@@ -399,6 +446,11 @@ def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesS
 
     shapes = plate_field_shapes(kept_fields)
     illumination, known = estimate_plate_illumination(kept_fields, out_dir, params, shapes, progress_bar)
+    scales: dict[str, float] = {}
+    if params.crop_scaling == "plate_percentile":
+        scales = intensity_scales if intensity_scales is not None else plate_intensity_scales(
+            kept_fields, illumination, params.crop_percentile, shapes, known)
+        write_json(scales, out_dir / artifact_name("images", "crop_scales"))
     kept_fields = kept_fields.assign(stored_path=[portable_path(path, out_dir, portable_within)
                                                   for path in kept_fields["image_path"]])
     shards = shard_fields(kept_fields, params.shard_size)
@@ -411,7 +463,8 @@ def preprocess_images(fields: pd.DataFrame, out_dir: str | Path, params: ImagesS
         plate = str(group["Metadata_Plate"].iat[0])
         pending.append(ShardTask(shard_id, group[columns].to_dict("records"), illumination[plate], params,
                                  str(out_dir), shapes.get(plate),
-                                 {path: known[path] for path in group["image_path"] if path in known}))
+                                 {path: known[path] for path in group["image_path"] if path in known},
+                                 scales.get(plate)))
     if len(pending) < len(shards):
         logger.info("resuming: %d of %d shards already done", len(shards) - len(pending), len(shards))
     for _, (_, found) in map_tasks(_process_shard, pending, params.execution, progress_bar=progress_bar,

@@ -12,7 +12,7 @@ from image2reg.plotting.data import EFFECT_COLORS
 
 __all__ = ["screen_ranking", "screen_vs_truth", "cnn_vs_baseline", "fold_accuracies", "training_epochs",
            "training_histories", "confusion_heatmap", "embedding_scatter", "gene_clustermap", "activity_bars",
-           "loto_overview"]
+           "loto_overview", "pretraining_history", "probe_bars"]
 
 
 def _class_colors(genes: pd.Index, classes: pd.Series | None) -> list[str]:
@@ -264,5 +264,34 @@ def loto_overview(metrics: pd.DataFrame, assignments: pd.DataFrame) -> Figure:
     axes[1].set_xlabel("class predicted for the held-out target's nuclei")
     axes[1].set_ylabel("held-out target")
     fig.colorbar(image, ax=axes[1], shrink=0.7, label="fraction of the target's nuclei")
+    fig.tight_layout()
+    return fig
+
+
+def pretraining_history(history: pd.DataFrame) -> Figure:
+    """Contrastive loss and positive-pair accuracy (each view finds its partner) per epoch of the pretraining."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].plot(history["epoch"], history["loss"], marker="o", ms=3, lw=1)
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("NT-Xent loss")
+    axes[1].plot(history["epoch"], history["accuracy"], marker="o", ms=3, lw=1)
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("positive-pair top-1 accuracy")
+    axes[1].set_ylim(0, 1)
+    fig.tight_layout()
+    return fig
+
+
+def probe_bars(summary: pd.DataFrame) -> Figure:
+    """Mean cross-validated R² per feature group of the linear read-outs (columns: one per encoder)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / max(len(summary.columns), 1)
+    positions = np.arange(len(summary))
+    for k, column in enumerate(summary.columns):
+        ax.bar(positions + k * width, summary[column].clip(lower=-0.1), width, label=column)
+    ax.set_xticks(positions + width * (len(summary.columns) - 1) / 2, summary.index)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_ylabel("mean R² of a linear read-out")
+    ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig

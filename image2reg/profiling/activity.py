@@ -330,20 +330,60 @@ def field_activity(values: np.ndarray, obs: pd.DataFrame, control: str, seed: in
     per_field = obs.groupby("image_path", observed=True)
     wells = per_field[columns].first()
     meta = meta.join(wells, on="image_path")
-    spaces = np.zeros(len(meta), dtype=int) if not model else pd.factorize(meta[model].astype(str))[0]
     if model:
         mixed = per_field[model].nunique()
         if (mixed > 1).any():
             raise ValueError(f"field {mixed.index[mixed > 1][0]} holds nuclei of several models ({model})")
-    scaled = np.empty_like(fields)
     is_control = (meta["Metadata_Gene"] == control).to_numpy()
-    for space in np.unique(spaces):
-        members = spaces == space
-        reference = fields[members & is_control]
-        if not len(reference):
-            name = meta.loc[members, model].iat[0] if model else "all"
-            raise ValueError(f"model {name!r} embedded no field of the control {control!r}: nothing to scale by")
-        spread = reference.std(axis=0)
-        scaled[members] = (fields[members] - reference.mean(axis=0)) / np.where(spread > 0, spread, 1)
+    scaled = scale_by_control(fields, is_control, meta[model] if model else None, control=control, what="field")
     return phenotypic_activity(scaled, meta["Metadata_Gene"].to_numpy(), control=control,
                                groups=meta[["Metadata_Plate", "Metadata_Well"]], seed=seed)
+
+
+def scale_by_control(values: np.ndarray, is_control: np.ndarray, spaces: Sequence | pd.Series | None = None,
+                     *, control: str = "control", what: str = "row") -> np.ndarray:
+    """Standardise rows against the control rows of their own space: ``(x − mean) / SD`` per dimension.
+
+    Embeddings of separately trained models live in spaces of their own: their offsets and scales
+    differ, so the rows of one model are comparable only with the same model's rows. Scaling each row
+    by the control rows *of its own space* puts every space on the control's footing (the control at 0,
+    unit spread per dimension) before rows of several spaces are pooled.
+
+    Parameters
+    ----------
+    values
+        ``(n, d)`` rows (profiles or embeddings).
+    is_control
+        bool, ``n``: the control's rows.
+    spaces
+        ``n`` labels of the space each row lives in (e.g. the model that embedded it); None: one space.
+    control, what
+        The control's name and what a row is, for the error message.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, ``(n, d)``. A dimension constant over a space's control rows is only centred.
+
+    Raises
+    ------
+    ValueError
+        A space without control rows (named), or mismatched lengths.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    is_control = np.asarray(is_control, dtype=bool)
+    if values.ndim != 2 or len(is_control) != len(values):
+        raise ValueError(f"values must be (n, d) with one is_control flag per row, got {values.shape} and "
+                         f"{len(is_control)} flags")
+    labels = np.zeros(len(values), dtype=int) if spaces is None else pd.factorize(pd.Series(spaces).astype(str))[0]
+    names = ["all"] if spaces is None else list(pd.unique(pd.Series(spaces).astype(str)))
+    scaled = np.empty_like(values)
+    for space in np.unique(labels):
+        members = labels == space
+        reference = values[members & is_control]
+        if not len(reference):
+            raise ValueError(f"model {names[space]!r} embedded no {what} of the control {control!r}: nothing to "
+                             "scale by")
+        spread = reference.std(axis=0)
+        scaled[members] = (values[members] - reference.mean(axis=0)) / np.where(spread > 0, spread, 1)
+    return scaled
