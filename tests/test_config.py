@@ -190,11 +190,9 @@ def test_self_supervised_weights_come_from_the_pretraining_stage_of_the_same_sha
 
     text = (ROOT / "params" / "demo.yml").read_text()
     assert "pretrain:" in text  # the demo pretrains its encoder
-    demo = load_params(ROOT / "params" / "demo.yml")
-    model = demo.stages.embeddings.model.model_copy(update={"pretrained": "self_supervised"})
-    embeddings = demo.stages.embeddings.model_copy(update={"model": model})
-    params = demo.model_copy(update={"stages": demo.stages.model_copy(update={"embeddings": embeddings})})
-    assert resolve_pretrained(demo, "embeddings") is demo  # the demo trains from scratch (measured better)
+    params = load_params(ROOT / "params" / "demo.yml")
+    assert params.stages.embeddings.model.pretrained == "self_supervised"  # the demo starts from stage 01b
+    assert resolve_pretrained(params, "screen") is params  # its screen (32 px) trains from scratch
     encoder = tmp_path / "runs" / "demo" / "01b_pretrain" / "encoder.pt"
     with pytest.raises(PretrainedWeightsError, match="run stage 01b"):
         resolve_pretrained(params, "embeddings", encoder)
@@ -202,8 +200,9 @@ def test_self_supervised_weights_come_from_the_pretraining_stage_of_the_same_sha
     encoder.write_bytes(b"weights")
     resolved = resolve_pretrained(params, "embeddings", encoder)
     assert resolved.stages.embeddings.model.pretrained == str(encoder)
+    assert resolved.stages.loto.model.pretrained == "self_supervised"  # only that stage
     assert "self-supervised pretraining" in encoder_initialisation(resolved.stages.embeddings.model)
-    other = params.stages.pretrain.model_copy(update={"width": model.width * 2})
+    other = params.stages.pretrain.model_copy(update={"width": params.stages.embeddings.model.width * 2})
     mismatched = params.model_copy(update={"stages": params.stages.model_copy(update={"pretrain": other})})
     with pytest.raises(ValueError, match=r"differ in width \(8 vs 16\)"):
         resolve_pretrained(mismatched, "embeddings", encoder)
