@@ -45,6 +45,7 @@ from image2reg.cnn.report import (
     MULTICLASS_COLUMNS,
     class_labels,
     confusion_table,
+    control_scaled,
     embedding_activity,
     embeddings_summary,
     gene_umap,
@@ -132,11 +133,12 @@ plt.show()
 # %% [markdown]
 # ## UMAP
 #
-# Left: a sample of nucleus embeddings coloured by condition. Right: the gene perturbation
+# Left: a sample of nucleus embeddings (each standardised against its own fold model's control
+# nuclei) coloured by condition. Right: the gene perturbation
 # embeddings (centred on the control), coloured by the true regulatory module where it is known.
 
 # %%
-sample, coordinates = nucleus_umap(nuclei.X, max_nuclei=params.umap_max_nuclei,
+sample, coordinates = nucleus_umap(control_scaled(nuclei, control), max_nuclei=params.umap_max_nuclei,
                                    n_neighbors=params.umap_neighbors, seed=ctx.seed)
 plotting.embedding_scatter(coordinates, nuclei.obs["Metadata_Gene"].iloc[sample],
                            f"UMAP of {len(sample)} nucleus embeddings (test nuclei)")

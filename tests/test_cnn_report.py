@@ -291,3 +291,18 @@ def test_training_history(tmp_path):
     pd.DataFrame({"epoch": [0, 1], "val_loss": [1.0, 0.5]}).to_csv(tmp_path / TaskFiles.TRAINING / TaskFiles.HISTORY,
                                                                    index=False)
     assert training_history(tmp_path)["val_loss"].tolist() == [1.0, 0.5]
+
+
+def test_control_scaled_puts_each_model_on_its_controls_footing():
+    from image2reg.cnn.report import control_scaled
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (40, 3)), rng.normal(50, 5, (40, 3))]).astype(np.float32)
+    obs = pd.DataFrame({"Metadata_Gene": (["EMPTY"] * 20 + ["A"] * 20) * 2, "model": ["fold-0"] * 40 + ["fold-1"] * 40},
+                       index=[f"n{k}" for k in range(80)])
+    scaled = control_scaled(ad.AnnData(x, obs=obs), "EMPTY")
+    for model in ("fold-0", "fold-1"):
+        controls = scaled[((obs["model"] == model) & (obs["Metadata_Gene"] == "EMPTY")).to_numpy()]
+        np.testing.assert_allclose(controls.mean(axis=0), 0, atol=1e-9)
+        np.testing.assert_allclose(controls.std(axis=0), 1, atol=1e-9)
+    assert abs(scaled[:40].mean() - scaled[40:].mean()) < 1  # the offset of 50 between the models is gone

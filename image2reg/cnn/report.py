@@ -6,8 +6,8 @@ embeddings themselves come from :mod:`image2reg.cnn.screen` and :mod:`image2reg.
 - stage 01b (pretraining): :func:`pretrain_probe`, :func:`probe_summary`, :func:`pretrain_summary`;
 - stage 02 (screen): :func:`screened_genes`, :func:`ranked_screen`, :func:`truth_check`;
 - stage 03 (embeddings): :func:`multiclass_summary`, :func:`read_histories`, :func:`confusion_table`,
-  :func:`perturbation_similarity`, :func:`module_labels`, :func:`nucleus_umap`, :func:`gene_umap`,
-  :func:`embedding_activity`, :func:`activity_summary`, :func:`embeddings_summary`;
+  :func:`perturbation_similarity`, :func:`module_labels`, :func:`control_scaled`, :func:`nucleus_umap`,
+  :func:`gene_umap`, :func:`embedding_activity`, :func:`activity_summary`, :func:`embeddings_summary`;
 - stage 04 (LOTO): :func:`loto_embeddings`, :func:`held_out_targets`, :func:`nearest_trained_genes`,
   :func:`loto_summary`;
 - both CNN stages: :func:`class_labels`, :data:`MULTICLASS_COLUMNS`, :data:`LOTO_COLUMNS`.
@@ -35,7 +35,7 @@ from image2reg.cnn.screen import select_impactful, specificity_scores
 from image2reg.config import PretrainStageParams
 from image2reg.data.metadata import genes_to_screen
 from image2reg.layout import TaskFiles, artifact_name
-from image2reg.profiling.activity import field_activity
+from image2reg.profiling.activity import field_activity, scale_by_control
 from image2reg.profiling.features import nucleus_profiles
 from image2reg.profiling.projection import umap_2d
 
@@ -225,6 +225,17 @@ def perturbation_similarity(genes: ad.AnnData, control: str) -> PerturbationSimi
 def module_labels(truth: pd.DataFrame | None) -> pd.Series | None:
     """Each gene's true regulatory module as text (``true module``), to colour figures by; None without truth."""
     return truth["module"].astype(str).rename("true module") if truth is not None else None
+
+
+def control_scaled(nuclei: ad.AnnData, control: str, model: str = "model") -> np.ndarray:
+    """The nucleus embeddings, each standardised against the control nuclei of the model that embedded it.
+
+    Stage 03 embeds each nucleus with the fold model that held it out; laid out together as they are, the
+    nuclei would group by model. :func:`~image2reg.profiling.activity.scale_by_control` puts every model's
+    space on its control's footing first.
+    """
+    is_control = (nuclei.obs["Metadata_Gene"].astype(str) == control).to_numpy()
+    return scale_by_control(np.asarray(nuclei.X), is_control, nuclei.obs[model], control=control, what="nucleus")
 
 
 def nucleus_umap(values: np.ndarray, *, max_nuclei: int, n_neighbors: int,
