@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from training_throughput import benchmark_images, device_name
+from training_throughput import benchmark_images, device_name, supervised_setup
 
 from image2reg.cnn import pretrain, train
 from image2reg.cnn.datasets import load_crops
@@ -89,12 +89,7 @@ def supervised_rate(crops: torch.Tensor, params: PretrainStageParams, warmup: in
     torch.manual_seed(params.seed)
     model = ImageEnsemble(N_CLASSES, branches=("nucleus",), latent_dim=params.branch_dim, input_size=params.input_size,
                           width=params.width, branch_dim=params.branch_dim).to(runtime.device)
-    if runtime.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay,
-                                 foreach=True)
-    scaler = torch.amp.GradScaler("cuda") if runtime.amp_dtype == torch.float16 else None
-    flips = torch.Generator().manual_seed(params.seed)
+    optimizer, scaler, flips = supervised_setup(model, runtime, training)
     with train._deterministic(runtime.device):
         if warmup:
             train._train_epoch(model, batches[:warmup], optimizer, scaler, weights, flips, runtime)

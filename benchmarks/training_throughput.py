@@ -87,7 +87,7 @@ from image2reg.data.cellpainting import read_image_table
 from image2reg.execute import ExecutionParams, default_workers
 from image2reg.images import pipeline
 from image2reg.images.illumination import correct_illumination, read_illumination_function
-from image2reg.layout import RawLayout, artifact_name
+from image2reg.layout import RawLayout, artifact_name, stored_path
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CLASSES = 42
@@ -132,6 +132,8 @@ def benchmark_images(args: argparse.Namespace, folder: Path) -> tuple[Path, str]
 def training_table(images_dir: Path, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str | None]]:
     """Nucleus table, a one-fold split table with every usable nucleus in ``train`` (random labels), illumination."""
     nuclei = pd.read_parquet(images_dir / artifact_name("images", "nuclei"))
+    # stage 01 stores the fields of its runs folder relative to itself; both loaders here open them directly
+    nuclei[FIELD] = [str(stored_path(path, images_dir)) for path in nuclei[FIELD]]
     used = nuclei[nuclei[QC_PASS]] if QC_PASS in nuclei else nuclei
     labels = np.random.default_rng(seed).integers(0, N_CLASSES, len(used))
     splits = pd.DataFrame({"fold": 0, "split": "train", "label": labels}, index=used.index)
@@ -247,17 +249,24 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_rate(stream: Iterator[dict], runtime: train._Runtime, params: train.TrainingParams, input_size: int,
-               weights: torch.Tensor, warmup: int, steps: int) -> tuple[float, float]:
-    """Samples/s of ``steps`` training steps on batches of ``stream`` after ``warmup`` steps; and the seconds."""
-    torch.manual_seed(0)
-    model = ImageEnsemble(N_CLASSES, latent_dim=LATENT_DIM, input_size=input_size, width=WIDTH).to(runtime.device)
+def supervised_setup(model: torch.nn.Module, runtime: train._Runtime, params: train.TrainingParams
+                     ) -> tuple[torch.optim.Optimizer, torch.amp.GradScaler | None, torch.Generator]:
+    """What :mod:`image2reg.cnn.train`'s ``_train_epoch`` needs beside the model, set up as ``train_model`` does:
+    the model in channels-last where the runtime wants it, Adam, the fp16 loss scaler (or None), the flips."""
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay,
                                  foreach=True)
     scaler = torch.amp.GradScaler("cuda") if runtime.amp_dtype == torch.float16 else None
-    flips = torch.Generator().manual_seed(params.seed)
+    return optimizer, scaler, torch.Generator().manual_seed(params.seed)
+
+
+def train_rate(stream: Iterator[dict], runtime: train._Runtime, params: train.TrainingParams, input_size: int,
+               weights: torch.Tensor, warmup: int, steps: int) -> tuple[float, float]:
+    """Samples/s of ``steps`` training steps on batches of ``stream`` after ``warmup`` steps; and the seconds."""
+    torch.manual_seed(0)
+    model = ImageEnsemble(N_CLASSES, latent_dim=LATENT_DIM, input_size=input_size, width=WIDTH).to(runtime.device)
+    optimizer, scaler, flips = supervised_setup(model, runtime, params)
     counted: list[int] = []
 
     def take(n: int) -> Iterable[dict]:
