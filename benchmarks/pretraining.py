@@ -57,7 +57,7 @@ def sync(device: torch.device) -> None:
 
 def pretraining_rate(crops: torch.Tensor, params: PretrainStageParams, warmup: int) -> tuple[float, float, int, float]:
     """Nuclei/s of one pretraining epoch over ``crops`` after ``warmup`` batches; seconds, steps, mean loss."""
-    runtime = pretrain._Runtime.for_device(params.device)
+    runtime = pretrain._runtime(params.device)
     batch, steps = pretrain.batch_plan(len(crops), params.batch_size)
     torch.manual_seed(params.seed)
     model = pretrain.ContrastiveModel.from_params(params).to(runtime.device)
@@ -127,7 +127,7 @@ def main() -> None:
     torch.set_num_threads(threads)
     params = PretrainStageParams(width=args.width, input_size=args.input_size, batch_size=args.batch_size,
                                  epochs=args.epochs, max_nuclei=args.max_nuclei, device=args.device)
-    device = pretrain._Runtime.for_device(params.device).device
+    device = pretrain._runtime(params.device).device
     folder = Path(tempfile.mkdtemp(prefix="image2reg-pretrain-bench-"))
     try:
         images_dir, origin = benchmark_images(args, folder)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from image2reg.cnn.resnet import load_pretrained, resnet18
+from image2reg.cnn.resnet import fit_weights, read_weights, resnet18
 
 logger = logging.getLogger("image2reg")
 
@@ -76,20 +76,21 @@ class ImageEnsemble(nn.Module):
     def load_pretrained(self, path: str | os.PathLike) -> None:
         """Load pretrained trunk weights from a local file.
 
-        Two kinds of file: ImageNet ResNet18 weights (torchvision's keys), loaded into every branch (see
-        :func:`load_pretrained`), or the self-supervised pretraining stage's encoder, whose keys are this
-        model's own (``trunks.<branch>.…``; :func:`image2reg.cnn.pretrain.encoder_state`), loaded into the
-        branches it has. A branch the file lacks keeps its random initialisation, with a warning.
+        Two kinds of file, read once: ImageNet ResNet18 weights (torchvision's keys), loaded into every
+        branch (see :func:`~image2reg.cnn.resnet.load_pretrained`), or the self-supervised pretraining stage's
+        encoder, whose keys are this model's own (``trunks.<branch>.…``;
+        :func:`image2reg.cnn.pretrain.encoder_state`), loaded into the branches it has. A branch the file
+        lacks keeps its random initialisation, with a warning.
 
         Raises
         ------
         ValueError
             A pretraining file that fits none of the branches or another trunk shape (keys named).
         """
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        state = read_weights(path)
         if not any(key.startswith("trunks.") for key in state):
             for trunk in self.trunks.values():
-                load_pretrained(trunk, path)
+                fit_weights(trunk, state, path)
             return
         loaded = []
         for name, trunk in self.trunks.items():

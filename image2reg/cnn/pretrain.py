@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from image2reg.cnn import train
 from image2reg.cnn.augment import random_flips, standardize, to_unit_interval
 from image2reg.cnn.datasets import load_crops
 from image2reg.cnn.resnet import ResNet, resnet18
-from image2reg.cnn.train import _deterministic
 from image2reg.config import PretrainStageParams
 from image2reg.devices import resolve_device
 from image2reg.execute import torch_threads
@@ -251,22 +251,11 @@ class PretrainResult:
     seconds: float
 
 
-@dataclass(frozen=True)
-class _Runtime:
-    """Device and, on CUDA with bfloat16 support, autocast; the CPU computes in float32."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None = None
-
-    @classmethod
-    def for_device(cls, device: str | torch.device) -> _Runtime:
-        device = resolve_device(device)
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return cls(device, torch.bfloat16)
-        return cls(device)
-
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+def _runtime(device: str | torch.device) -> train._Runtime:
+    """The device and, on CUDA with bfloat16 support, bfloat16 autocast; the CPU computes in float32."""
+    device = resolve_device(device)
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return train._Runtime(device, torch.bfloat16 if bf16 else None)
 
 
 def batch_plan(n_nuclei: int, batch_size: int) -> tuple[int, int]:
@@ -333,7 +322,7 @@ def pretrain_nuclei(images_dir: str | Path, folder: str | Path, params: Pretrain
     """
     started = time.perf_counter()
     images_dir, folder = Path(images_dir), Path(folder)
-    runtime = _Runtime.for_device(params.device)
+    runtime = _runtime(params.device)
     if (folder / DONE).exists():
         return _load_finished(folder, params, started)
 
@@ -357,7 +346,7 @@ def pretrain_nuclei(images_dir: str | Path, folder: str | Path, params: Pretrain
             logger.info("resuming pretraining in %s after epoch %d", folder, epoch)
         resumed_from = epoch or None
 
-        with _deterministic(runtime.device), tqdm(total=params.epochs, initial=epoch, desc="pretraining",
+        with train._deterministic(runtime.device), tqdm(total=params.epochs, initial=epoch, desc="pretraining",
                                                   unit="epoch", disable=not progress_bar) as bar:
             while epoch < params.epochs:
                 start = time.perf_counter()
@@ -384,7 +373,7 @@ def pretrain_nuclei(images_dir: str | Path, folder: str | Path, params: Pretrain
 
 def _train_epoch(model: ContrastiveModel, crops: Tensor, batch: int, steps: int, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, order: torch.Generator, views: torch.Generator,
-                 params: PretrainStageParams, runtime: _Runtime) -> tuple[float, float, float]:
+                 params: PretrainStageParams, runtime: train._Runtime) -> tuple[float, float, float]:
     """One shuffled pass over ``crops`` (uint8, on the CPU) in ``steps`` batches.
 
     Returns the mean loss, the mean pair accuracy and the learning rate of the last step.
@@ -438,12 +427,7 @@ def _stored_params(params: PretrainStageParams) -> dict[str, Any]:
 
 def _check_params(stored: dict[str, Any], params: PretrainStageParams, path: Path) -> None:
     """Refuse to continue or reuse a pretraining written with other params (device and threads may change)."""
-    current = {key: value for key, value in _stored_params(params).items() if key not in RUNTIME_PARAMS}
-    stored = {key: value for key, value in stored.items() if key not in RUNTIME_PARAMS}
-    if stored != current:
-        changed = sorted(key for key in current.keys() | stored.keys() if stored.get(key) != current.get(key))
-        raise ValueError(f"{path} was written with other pretraining params ({', '.join(changed)}); "
-                         f"delete {path.parent} to pretrain again")
+    train._check_params(stored, _stored_params(params), path, ignore=RUNTIME_PARAMS, what="pretraining")
 
 
 def _save_checkpoint(path: Path, model: ContrastiveModel, optimizer: torch.optim.Optimizer,

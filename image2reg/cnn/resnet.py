@@ -131,6 +131,11 @@ def load_pretrained(model: ResNet, path: str | os.PathLike) -> None:
         When the file is not a state dict, or its keys or shapes do not fit ``model`` (the message
         names the file and the keys).
     """
+    fit_weights(model, read_weights(path), path)
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, Tensor]:
+    """A local state dict file, read with ``weights_only=True`` (see :func:`load_pretrained` for the errors)."""
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as error:
@@ -138,6 +143,12 @@ def load_pretrained(model: ResNet, path: str | os.PathLike) -> None:
                                      f"unpickle them (torch.load with weights_only=True): {error}") from error
     if not isinstance(state, Mapping) or not all(isinstance(value, Tensor) for value in state.values()):
         raise ValueError(f"{os.fspath(path)} is not a state dict of tensors")
+    return dict(state)
+
+
+def fit_weights(model: ResNet, state: Mapping[str, Tensor], path: str | os.PathLike) -> None:
+    """Load ImageNet weights read by :func:`read_weights` from ``path`` into ``model``, bridging the differences
+    :func:`load_pretrained` describes; a ValueError names ``path`` and the keys that do not fit."""
     own = model.state_dict()
     state = dict(state)
     conv1 = state.get("conv1.weight")

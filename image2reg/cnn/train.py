@@ -403,13 +403,15 @@ def _deterministic(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2:]
 
 
-def _check_params(stored: dict[str, Any], params: TrainingParams, path: Path) -> None:
-    """Refuse to continue or reuse a training written with other params (the device may change)."""
-    current = params.model_dump(exclude={"device"})
-    stored = {key: value for key, value in stored.items() if key != "device"}
+def _check_params(stored: dict[str, Any], current: dict[str, Any], path: Path, *, ignore: tuple[str, ...] = ("device",),
+                  what: str = "training") -> None:
+    """Refuse to continue or reuse a ``what`` written with other params than ``current`` (the ``ignore`` keys, which
+    do not change what is learnt, may differ)."""
+    current = {key: value for key, value in current.items() if key not in ignore}
+    stored = {key: value for key, value in stored.items() if key not in ignore}
     if stored != current:
         changed = sorted(key for key in current.keys() | stored.keys() if stored.get(key) != current.get(key))
-        raise ValueError(f"{path} was written with other training params ({', '.join(changed)}); "
+        raise ValueError(f"{path} was written with other {what} params ({', '.join(changed)}); "
                          f"delete {path.parent} to train again")
 
 
@@ -434,7 +436,7 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
                      params: TrainingParams) -> _Progress:
     """Restore model, optimiser and random states from ``path``; returns the early-stopping state."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    _check_params(state["params"], params, path)
+    _check_params(state["params"], params.model_dump(), path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and "scaler" in state:
@@ -466,7 +468,7 @@ def _finish(checkpoint_dir: Path, best_model: dict[str, Tensor], result: Trainin
 
 def _load_finished(model: nn.Module, checkpoint_dir: Path, params: TrainingParams) -> TrainingResult:
     summary = json.loads((checkpoint_dir / DONE).read_text())
-    _check_params(summary["params"], params, checkpoint_dir / DONE)
+    _check_params(summary["params"], params.model_dump(), checkpoint_dir / DONE)
     model.load_state_dict(torch.load(checkpoint_dir / BEST_MODEL, map_location="cpu", weights_only=True))
     logger.info("training in %s already finished (best epoch %d); loaded its best weights",
                 checkpoint_dir, summary["best_epoch"])
